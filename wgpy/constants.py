@@ -1,0 +1,115 @@
+"""Every constant wgpy uses, in two groups.
+
+Section 1 holds the values fixed by the WireGuard protocol (whitepaper names;
+the kernel's ``messages.h`` and wireguard-go's ``device/constants.go`` agree on
+them unless noted).  Section 2 holds wgpy's own tunables: changing one changes
+behaviour or resource use but never the wire format.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---------------------------------------------------------------------------
+# Section 1: protocol constants
+# ---------------------------------------------------------------------------
+
+#: Noise protocol name, hashed to form the initial chaining key (whitepaper 5.4).
+CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+#: Prologue mixed into the handshake hash (whitepaper 5.4).
+IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+#: Label for the mac1 key: HASH(LABEL_MAC1 || responder static public key).
+LABEL_MAC1: Final = b"mac1----"
+#: Label for the cookie-reply encryption key.
+LABEL_COOKIE: Final = b"cookie--"
+
+KEY_LEN: Final = 32  # X25519 keys, symmetric keys, hashes
+HASH_LEN: Final = 32  # BLAKE2s-256
+MAC_LEN: Final = 16  # keyed BLAKE2s-128 (mac1, mac2, cookie)
+AEAD_TAG_LEN: Final = 16  # Poly1305 tag
+TIMESTAMP_LEN: Final = 12  # TAI64N
+COOKIE_NONCE_LEN: Final = 24  # XChaCha20 nonce
+
+# Message types: the first byte; the next three must be zero (whitepaper 5.4).
+MESSAGE_INITIATION: Final = 1
+MESSAGE_RESPONSE: Final = 2
+MESSAGE_COOKIE_REPLY: Final = 3
+MESSAGE_TRANSPORT: Final = 4
+
+# Exact wire sizes of the handshake messages; transport has a minimum.
+INITIATION_SIZE: Final = 148
+RESPONSE_SIZE: Final = 92
+COOKIE_REPLY_SIZE: Final = 64
+TRANSPORT_HEADER_SIZE: Final = 16  # type(4) receiver(4) counter(8)
+TRANSPORT_MIN_SIZE: Final = TRANSPORT_HEADER_SIZE + AEAD_TAG_LEN  # a keepalive
+#: Bytes a transport message adds to its (padded) plaintext.
+TRANSPORT_OVERHEAD: Final = TRANSPORT_HEADER_SIZE + AEAD_TAG_LEN
+
+#: Sending counter value after which a new handshake is started.
+REKEY_AFTER_MESSAGES: Final = 1 << 60
+#: Width of the anti-replay window: 8192 bits minus one 64-bit word, as the
+#: kernel and wireguard-go use on 64-bit machines (RFC 6479 ring).
+COUNTER_WINDOW_SIZE: Final = 8192 - 64
+#: Counters at or above this are never sent nor accepted.  Derived from the
+#: window as the kernel does (U64_MAX - window - 1), which leaves headroom so
+#: the window arithmetic cannot overflow.
+REJECT_AFTER_MESSAGES: Final = (1 << 64) - 1 - COUNTER_WINDOW_SIZE - 1
+
+REKEY_AFTER_TIME: Final = 120.0  # initiator rekeys when sending on an older keypair
+REJECT_AFTER_TIME: Final = 180.0  # keypair unusable in both directions
+REKEY_ATTEMPT_TIME: Final = 90.0  # give up retrying a handshake after this
+REKEY_TIMEOUT: Final = 5.0  # retransmit an unanswered initiation; min spacing
+KEEPALIVE_TIMEOUT: Final = 10.0  # passive keepalive after receiving data
+#: Retransmissions allowed before giving up (kernel MAX_TIMER_HANDSHAKES).
+MAX_TIMER_HANDSHAKES: Final = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)
+#: Random extra delay added to handshake retransmissions, in seconds.
+REKEY_TIMEOUT_JITTER_MAX: Final = 0.333
+#: Receive-side rekey by the original initiator (180 - 10 - 5 = 165 s).
+REKEY_ON_RECEIVE_AGE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+#: Key material is erased this long after the last session was derived.
+ZERO_KEY_MATERIAL_AFTER: Final = REJECT_AFTER_TIME * 3
+
+#: Age at which the responder's cookie secret is replaced.
+COOKIE_SECRET_MAX_AGE: Final = 120.0
+#: Allowance for latency: a stored cookie is used only while younger than
+#: COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY (the kernel's rule).
+COOKIE_SECRET_LATENCY: Final = 5.0
+
+#: Per-peer initiation flood limit: initiations closer together are dropped.
+INITIATIONS_PER_SECOND: Final = 50
+MIN_INITIATION_INTERVAL: Final = 1.0 / INITIATIONS_PER_SECOND
+
+#: Plaintext is padded to a multiple of this, capped by the MTU.
+MESSAGE_PADDING_MULTIPLE: Final = 16
+
+#: Token bucket of the handshake rate limiter (kernel ratelimiter.c).
+RATELIMIT_PACKETS_PER_SECOND: Final = 20
+RATELIMIT_PACKETS_BURSTABLE: Final = 5
+
+#: TAI64N label base: 2^62 + 10 (TAI - UTC offset as the kernel uses it).
+TAI64_BASE: Final = (1 << 62) + 10
+#: Nanoseconds are rounded down to a multiple of this (timestamp whitening).
+TAI64N_WHITENING_MASK: Final = (1 << 24) - 1
+
+# ---------------------------------------------------------------------------
+# Section 2: wgpy tunables
+# ---------------------------------------------------------------------------
+
+#: Default TUN MTU (wireguard-go and wg-quick use 1420).
+DEFAULT_MTU: Final = 1420
+#: Packets held per peer while no session exists (kernel MAX_STAGED_PACKETS).
+MAX_STAGED_PACKETS: Final = 128
+#: Handshake messages per second (or in one batch) that put the device
+#: under load; the kernel and wireguard-go use their handshake queue depth
+#: (512 and 128).  wgpy has no queue in the core, so it counts arrivals.
+UNDER_LOAD_HANDSHAKES: Final = 128
+#: How long "under load" persists after the last overload observation.
+UNDER_LOAD_AFTER_TIME: Final = 1.0
+#: Most peers a device holds (wireguard-go MaxPeers).
+MAX_PEERS: Final = 1 << 20
+#: Rate-limiter table cap; a new source is refused when the table is full.
+RATELIMIT_MAX_ENTRIES: Final = 65536
+#: Idle rate-limiter entries are collected after this many seconds.
+RATELIMIT_GC_INTERVAL: Final = 1.0
+#: Destination-to-peer cache entries kept before the cache is cleared.
+ROUTE_CACHE_MAX: Final = 4096
