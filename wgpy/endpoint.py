@@ -24,6 +24,7 @@ class Endpoint:
     family: int
     local: str | None
     local_ifindex: int
+    _hash: int
 
     def __init__(
         self, ip: str, port: int, local: str | None = None, local_ifindex: int = 0
@@ -38,7 +39,9 @@ class Endpoint:
         text = str(parsed) + (f"%{zone}" if zone else "")
         object.__setattr__(self, "ip", text)
         object.__setattr__(self, "port", port)
-        object.__setattr__(self, "family", socket.AF_INET if parsed.version == 4 else socket.AF_INET6)
+        object.__setattr__(
+            self, "family", socket.AF_INET if parsed.version == 4 else socket.AF_INET6
+        )
         object.__setattr__(self, "local", local)
         object.__setattr__(self, "local_ifindex", local_ifindex)
         object.__setattr__(self, "_hash", hash((text, port)))
