@@ -113,3 +113,10 @@ RATELIMIT_MAX_ENTRIES: Final = 65536
 RATELIMIT_GC_INTERVAL: Final = 1.0
 #: Destination-to-peer cache entries kept before the cache is cleared.
 ROUTE_CACHE_MAX: Final = 4096
+#: Packets (TUN) or datagrams (UDP) drained per ready descriptor in one batch.
+IO_BATCH_SIZE: Final = 64
+#: Requested SO_RCVBUF/SO_SNDBUF of the UDP sockets (wireguard-go: 7 MiB).
+UDP_SOCKET_BUFFER_SIZE: Final = 7 << 20
+#: Random ports tried for listen port 0 until IPv4 and IPv6 both bind
+#: (wireguard-go tries 100).
+UDP_BIND_PORT_ATTEMPTS: Final = 100
