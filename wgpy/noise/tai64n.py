@@ -30,21 +30,33 @@ def is_after(candidate: bytes, reference: bytes) -> bool:
 
 
 class Tai64nStamper:
-    """Produces timestamps that never go backwards within this process.
+    """Produces strictly increasing timestamps within this process.
 
-    A wall clock stepping back would otherwise make our own initiations look
-    stale to every peer until the clock caught up again.
+    If the wall clock stepped back (or has not moved past the whitening
+    granule since the last stamp), the next stamp is the previous one plus
+    one granule, so a responder that saw our last initiation still accepts
+    the next: without this, a clock step backwards blocks every handshake
+    until the clock catches up.  Replay protection is unaffected, since the
+    sequence only ever increases.
     """
 
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._last = bytes(TIMESTAMP_LEN)
+        self._last = 0
 
     def stamp(self, wall_ns: int) -> bytes:
         """The timestamp for an initiation created at ``wall_ns``."""
-        ts = tai64n(wall_ns)
-        if ts < self._last:
-            ts = self._last
-        self._last = ts
-        return ts
+        value = int.from_bytes(tai64n(wall_ns), "big")
+        if value <= self._last:
+            value = self._bump(self._last)
+        self._last = value
+        return value.to_bytes(TIMESTAMP_LEN, "big")
+
+    @staticmethod
+    def _bump(value: int) -> int:
+        seconds, nanos = value >> 32, value & 0xFFFFFFFF
+        nanos += TAI64N_WHITENING_MASK + 1
+        if nanos >= 1_000_000_000:
+            seconds, nanos = seconds + 1, 0
+        return (seconds << 32) | nanos
