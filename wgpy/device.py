@@ -1,0 +1,861 @@
+"""The sans-IO WireGuard device.
+
+:class:`Device` owns the static identity, the peers (by public key), the
+random receiver-index table, cryptokey routing (one allowed-IPs trie for
+both directions), the cookie checker and rate limiter, and the timer heap.
+It never touches a socket, a TUN, a clock or a thread:
+
+* :meth:`Device.send` takes IP packets read from the TUN,
+* :meth:`Device.receive` takes UDP datagrams with their source endpoint,
+* :meth:`Device.handle_timers` runs expired timers,
+
+and each returns an :class:`Output`: datagrams to send (with their
+endpoint) and packets to write to the TUN.  :meth:`Device.next_deadline` says
+when to call :meth:`Device.handle_timers` next.  Every entry point takes
+``now`` (monotonic seconds) and ``wall_ns`` (Unix time in nanoseconds, used
+for TAI64N timestamps and the last-handshake time).
+
+Network input never raises: whatever is malformed, unauthenticated,
+replayed or unroutable is dropped and counted in :attr:`Device.stats` by
+reason.  Configuration mistakes by a local caller raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from wgpy.allowedips import AllowedIPs
+from wgpy.constants import (
+    DEFAULT_MTU,
+    INITIATION_SIZE,
+    KEY_LEN,
+    MAX_PEERS,
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
+    REJECT_AFTER_MESSAGES,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_ON_RECEIVE_AGE,
+    REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER_MAX,
+    ROUTE_CACHE_MAX,
+    TRANSPORT_HEADER_SIZE,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_HANDSHAKES,
+)
+from wgpy.endpoint import Endpoint
+from wgpy.noise.cookie import CookieChecker
+from wgpy.noise.handshake import (
+    Handshake,
+    HandshakeState,
+    SessionKeys,
+    consume_initiation,
+    consume_response,
+    create_initiation,
+    create_response,
+    derive_transport_keys,
+    initial_hash,
+)
+from wgpy.noise.keypair import Keypair, padding_for
+from wgpy.noise.messages import (
+    MAC1_OFFSET_INITIATION,
+    MAC1_OFFSET_RESPONSE,
+    TRANSPORT_HEADER,
+    MessageCookieReply,
+    MessageInitiation,
+    MessageResponse,
+    message_type,
+)
+from wgpy.noise.primitives import StaticKey
+from wgpy.noise.tai64n import Tai64nStamper
+from wgpy.peer import Peer
+from wgpy.ratelimiter import RateLimiter
+from wgpy.rng import Rng, SystemRng, random_fraction, random_u32
+from wgpy.timers import TimerAction
+
+__all__ = ["Device", "Event", "Output"]
+
+log = logging.getLogger("wgpy.device")
+
+_unpack_transport = TRANSPORT_HEADER.unpack_from
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth logging: ``kind`` names it, ``peer`` is a public key."""
+
+    kind: str
+    peer: bytes
+
+
+@dataclass(slots=True)
+class Output:
+    """The actions an entry point asks the runtime to perform, in order."""
+
+    #: (destination, datagram) pairs to send over UDP.
+    datagrams: list[tuple[Endpoint, bytes]] = field(default_factory=list)
+    #: Decrypted IP packets to write to the TUN.
+    packets: list[bytes] = field(default_factory=list)
+    #: Notable protocol events (handshake completed, gave up, ...).
+    events: list[Event] = field(default_factory=list)
+
+    def clear(self) -> None:
+        """Empty all three lists (the runtime reuses one Output)."""
+        self.datagrams.clear()
+        self.packets.clear()
+        self.events.clear()
+
+
+class Device:
+    """A WireGuard interface without I/O.  See the module docstring."""
+
+    def __init__(
+        self,
+        private_key: bytes | None = None,
+        *,
+        rng: Rng | None = None,
+        mtu: int = DEFAULT_MTU,
+    ) -> None:
+        self.rng: Rng = rng if rng is not None else SystemRng()
+        self.mtu = mtu
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
+        self.stats: Counter[str] = Counter()
+        #: Debug switch: treat every handshake as arriving under load, so the
+        #: cookie path can be exercised on demand (``WGPY_FORCE_UNDER_LOAD``).
+        self.force_under_load = False
+        self._static: StaticKey | None = None
+        self._responder_hash = b""
+        self._peers: dict[bytes, Peer] = {}
+        self._index: dict[int, tuple[Peer, Keypair | None]] = {}
+        self._cookie_checker = CookieChecker(self.rng)
+        self._ratelimiter = RateLimiter()
+        self._stamper = Tai64nStamper()
+        self._heap: list[tuple[float, int, Peer]] = []
+        self._seq = itertools.count()
+        self._routes: dict[bytes, Peer | None] = {}
+        self._routes_generation = -1
+        self._load_window_start = float("-inf")
+        self._load_window_count = 0
+        self._under_load_until = float("-inf")
+        self._up = True
+        if private_key is not None:
+            self.set_private_key(private_key)
+
+    # ------------------------------------------------------------------
+    # Configuration
+    # ------------------------------------------------------------------
+
+    @property
+    def private_key(self) -> bytes | None:
+        """Our static private key, clamped, or None."""
+        return bytes(self._static.private) if self._static is not None else None
+
+    @property
+    def public_key(self) -> bytes | None:
+        """Our static public key, or None without a private key."""
+        return self._static.public if self._static is not None else None
+
+    @property
+    def up(self) -> bool:
+        """Whether the interface passes traffic."""
+        return self._up
+
+    def set_private_key(self, private_key: bytes | None, now: float = 0.0) -> None:
+        """Set (or with None/all-zero, clear) the static private key.
+
+        As the kernel and wireguard-go do: a peer whose public key equals the
+        new public key is removed; every peer's static-static DH is
+        recomputed; current sessions stop sending so new handshakes start.
+        """
+        if private_key is not None and len(private_key) != KEY_LEN:
+            raise ValueError("a private key is 32 bytes")
+        if private_key is not None and private_key == bytes(KEY_LEN):
+            private_key = None
+        new = StaticKey(private_key) if private_key is not None else None
+        old = self._static
+        if old is not None and new is not None and bytes(old.private) == bytes(new.private):
+            return
+        if new is not None and new.public in self._peers:
+            self.remove_peer(new.public)
+        self._static = new
+        self._cookie_checker.set_public_key(new.public if new is not None else None)
+        self._responder_hash = initial_hash(new.public) if new is not None else b""
+        if old is not None:
+            old.zero()
+        for peer in self._peers.values():
+            peer.handshake.precompute(new)
+            self._expire_current_keypairs(peer)
+
+    def peer(self, public_key: bytes) -> Peer | None:
+        """The peer with this public key, if configured."""
+        return self._peers.get(bytes(public_key))
+
+    @property
+    def peers(self) -> list[Peer]:
+        """All peers in the order they were added."""
+        return list(self._peers.values())
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(list(self._peers.values()))
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def add_peer(
+        self,
+        public_key: bytes,
+        *,
+        preshared_key: bytes | None = None,
+        endpoint: Endpoint | None = None,
+        persistent_keepalive: int = 0,
+        allowed_ips: Iterable[str] = (),
+        now: float = 0.0,
+    ) -> Peer:
+        """Add a peer.  ``ValueError`` if the key is malformed, already
+        configured, equal to our own public key, or the peer table is full."""
+        public_key = bytes(public_key)
+        if len(public_key) != KEY_LEN:
+            raise ValueError("a public key is 32 bytes")
+        if public_key in self._peers:
+            raise ValueError("peer already exists")
+        if self._static is not None and public_key == self._static.public:
+            raise ValueError("a peer cannot have the interface's own public key")
+        if len(self._peers) >= MAX_PEERS:
+            raise ValueError("too many peers")
+        networks = list(allowed_ips)
+        peer = Peer(public_key, self._jitter, preshared_key)
+        peer.handshake.precompute(self._static)
+        for net in networks:
+            self.allowed_ips.insert_network(net, peer)
+        peer.endpoint = endpoint
+        self._peers[public_key] = peer
+        if persistent_keepalive:
+            self.set_persistent_keepalive(peer, persistent_keepalive, now)
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> bool:
+        """Remove a peer and erase its state; False if it was not configured."""
+        peer = self._peers.pop(bytes(public_key), None)
+        if peer is None:
+            return False
+        peer.removed = True
+        self.allowed_ips.remove_by_owner(peer)
+        self._zero_peer(peer)
+        peer.timers.stop()
+        peer.handshake.zero_all()
+        peer.cookie.zero()
+        self._routes.clear()
+        return True
+
+    def remove_all_peers(self) -> None:
+        """Remove every peer (UAPI ``replace_peers``)."""
+        for key in list(self._peers):
+            self.remove_peer(key)
+
+    def set_preshared_key(self, peer: Peer, preshared_key: bytes | None) -> None:
+        """Set or (None/all-zero) clear a peer's preshared key."""
+        if preshared_key is not None and len(preshared_key) != KEY_LEN:
+            raise ValueError("a preshared key is 32 bytes")
+        peer.handshake.preshared_key[:] = preshared_key or bytes(KEY_LEN)
+
+    def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
+        """Set the peer's endpoint (it still roams on authenticated packets)."""
+        peer.endpoint = endpoint
+
+    def set_persistent_keepalive(
+        self, peer: Peer, interval: int, now: float, wall_ns: int = 0
+    ) -> Output:
+        """Set the persistent keepalive interval (seconds, 0 = off).
+
+        Turning it on sends a keepalive at once, as wireguard-go does; with
+        no session that starts a handshake.  Returns what to send.
+        """
+        if not 0 <= interval <= 0xFFFF:
+            raise ValueError("persistent keepalive must be 0..65535 seconds")
+        out = Output()
+        was = peer.timers.persistent_keepalive_interval
+        peer.timers.set_persistent_keepalive(interval, now)
+        if interval and not was and self._up and self._static is not None:
+            self._send_keepalive(peer, now, wall_ns, out)
+        self._schedule(peer)
+        return out
+
+    def set_up(self, up: bool, now: float, wall_ns: int = 0) -> Output:
+        """Bring the interface up or down.
+
+        Down erases every session and handshake and drops staged packets (as
+        wireguard-go stops its peers).  Up sends a keepalive to each peer with
+        persistent keepalive, which starts its handshake.
+        """
+        out = Output()
+        if up == self._up:
+            return out
+        self._up = up
+        for peer in self._peers.values():
+            if up:
+                if peer.persistent_keepalive and self._static is not None:
+                    self._send_keepalive(peer, now, wall_ns, out)
+                    self._schedule(peer)
+            else:
+                self._zero_peer(peer)
+                peer.timers.stop()
+                peer.last_sent_handshake = None
+        return out
+
+    # ------------------------------------------------------------------
+    # Entry points
+    # ------------------------------------------------------------------
+
+    def send(
+        self,
+        packets: Iterable[bytes],
+        now: float,
+        wall_ns: int,
+        out: Output | None = None,
+    ) -> Output:
+        """Route IP packets from the TUN to peers and encrypt them.
+
+        Packets for peers without a session are staged and a handshake starts.
+        """
+        if out is None:
+            out = Output()
+        stats = self.stats
+        if not self._up or self._static is None:
+            stats["tx_dropped_down"] += sum(1 for _ in packets)
+            return out
+        routes = self._route_table()
+        touched: dict[Peer, None] = {}
+        for pkt in packets:
+            n = len(pkt)
+            version = pkt[0] >> 4 if n else 0
+            if version == 4 and n >= 20:
+                dst = bytes(pkt[16:20])
+            elif version == 6 and n >= 40:
+                dst = bytes(pkt[24:40])
+            else:
+                stats["tx_dropped_invalid"] += 1
+                continue
+            peer = routes.get(dst, False)
+            if peer is False:
+                peer = self._lookup(dst)
+            if peer is None:
+                stats["tx_dropped_no_route"] += 1
+                continue
+            assert isinstance(peer, Peer)
+            staged = peer.staged
+            if len(staged) == staged.maxlen:
+                stats["tx_dropped_staged_full"] += 1
+            staged.append(pkt)
+            touched[peer] = None
+        for peer in touched:
+            self._send_staged(peer, now, wall_ns, out)
+            self._schedule(peer)
+        return out
+
+    def receive(
+        self,
+        datagrams: Iterable[tuple[bytes, Endpoint]],
+        now: float,
+        wall_ns: int,
+        out: Output | None = None,
+    ) -> Output:
+        """Process UDP datagrams, each with the endpoint it came from."""
+        if out is None:
+            out = Output()
+        if not self._up or self._static is None:
+            self.stats["rx_dropped_down"] += sum(1 for _ in datagrams)
+            return out
+        batch = datagrams if isinstance(datagrams, list) else list(datagrams)
+        under_load = self._update_load(batch, now)
+        touched: dict[Peer, None] = {}
+        for data, source in batch:
+            try:
+                kind = message_type(data)
+                if kind == MESSAGE_TRANSPORT:
+                    peer = self._receive_transport(data, source, now, wall_ns, out)
+                elif kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+                    peer = self._receive_handshake(
+                        kind, data, source, under_load, now, wall_ns, out
+                    )
+                elif kind == MESSAGE_COOKIE_REPLY:
+                    self._receive_cookie_reply(data, now)
+                    peer = None
+                else:
+                    self.stats["rx_dropped_framing"] += 1
+                    peer = None
+            except Exception:  # a bug must never stop the engine on remote input
+                self.stats["rx_dropped_internal_error"] += 1
+                log.exception("internal error while processing a datagram")
+                peer = None
+            if peer is not None:
+                touched[peer] = None
+        for peer in touched:
+            self._schedule(peer)
+        return out
+
+    def handle_timers(self, now: float, wall_ns: int, out: Output | None = None) -> Output:
+        """Run every timer that expired at or before ``now``."""
+        if out is None:
+            out = Output()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, peer = heapq.heappop(heap)
+            if peer.removed:
+                continue
+            peer.scheduled = None
+            if self._up:
+                for action in peer.timers.expire(now):
+                    self._run_timer_action(peer, action, now, wall_ns, out)
+            self._schedule(peer)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timers` should run next (monotonic seconds)."""
+        heap = self._heap
+        while heap and heap[0][2].removed:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def under_load(self, now: float) -> bool:
+        """Whether handshakes currently need a valid mac2 (cookie)."""
+        return self.force_under_load or now < self._under_load_until
+
+    # ------------------------------------------------------------------
+    # Routing
+    # ------------------------------------------------------------------
+
+    def _route_table(self) -> dict[bytes, Peer | None]:
+        gen = self.allowed_ips.generation
+        if gen != self._routes_generation or len(self._routes) > ROUTE_CACHE_MAX:
+            self._routes.clear()
+            self._routes_generation = gen
+        return self._routes
+
+    def _lookup(self, addr: bytes) -> Peer | None:
+        peer = self.allowed_ips.lookup(addr)
+        self._routes[addr] = peer
+        return peer
+
+    # ------------------------------------------------------------------
+    # Sending
+    # ------------------------------------------------------------------
+
+    def _emit(self, peer: Peer, datagram: bytes, out: Output) -> bool:
+        ep = peer.endpoint
+        if ep is None:
+            self.stats["tx_dropped_no_endpoint"] += 1
+            return False
+        out.datagrams.append((ep, datagram))
+        peer.tx_bytes += len(datagram)
+        return True
+
+    def _send_staged(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
+        """Encrypt staged packets with the current session, or start one."""
+        if not peer.staged_count:
+            return
+        kp = peer.keypairs.current
+        if kp is None or not kp.can_send(now):
+            self._send_initiation(peer, False, now, wall_ns, out)
+            return
+        staged = peer.staged
+        ep = peer.endpoint
+        if ep is None:
+            self.stats["tx_dropped_no_endpoint"] += peer.clear_staged()
+            return
+        mtu = self.mtu
+        datagrams = out.datagrams
+        sent_data = False
+        tx = 0
+        while staged:
+            if kp.send_counter >= REJECT_AFTER_MESSAGES:
+                break  # exhausted: keep the rest staged for the next session
+            pkt = staged.popleft()
+            msg = kp.seal(pkt, padding_for(len(pkt), mtu))
+            datagrams.append((ep, msg))
+            tx += len(msg)
+            if pkt:
+                sent_data = True
+        peer.tx_bytes += tx
+        timers = peer.timers
+        if sent_data:
+            timers.data_sent(now)
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent(now)
+        # Keep the key fresh: rekey after enough messages, or if we initiated
+        # this session and it is older than REKEY_AFTER_TIME.
+        # Packets still staged mean the counter ran out: a new session is due.
+        if (
+            kp.send_counter > REKEY_AFTER_MESSAGES
+            or (kp.initiator and now - kp.created >= REKEY_AFTER_TIME)
+            or staged
+        ):
+            self._send_initiation(peer, False, now, wall_ns, out)
+
+    def _send_keepalive(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
+        """Queue an empty packet unless data is already waiting, then flush."""
+        if not peer.staged_count:
+            peer.staged.append(b"")
+        self._send_staged(peer, now, wall_ns, out)
+
+    def _send_initiation(
+        self, peer: Peer, retry: bool, now: float, wall_ns: int, out: Output
+    ) -> None:
+        """Send a handshake initiation, at most one per REKEY_TIMEOUT."""
+        static = self._static
+        if static is None:
+            return
+        peer.timers.handshake_started(retry)
+        last = peer.last_sent_handshake
+        if last is not None and 0 <= now - last < REKEY_TIMEOUT:
+            return
+        peer.last_sent_handshake = now
+        self._release_pending_index(peer)
+        index = self._new_index()
+        body = create_initiation(
+            static,
+            peer.handshake,
+            index,
+            self.rng.random_bytes(KEY_LEN),
+            self._stamper.stamp(wall_ns),
+        )
+        if body is None:
+            self.stats["handshake_refused_low_order"] += 1
+            return
+        self._index[index] = (peer, None)
+        peer.pending_index = index
+        msg = peer.cookie.add_macs(body, now)
+        timers = peer.timers
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent(now)
+        self._emit(peer, msg, out)
+        timers.handshake_initiated(now)
+        out.events.append(Event("initiation_sent", peer.public_key))
+
+    def _send_response(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
+        """Answer the initiation just consumed and park the new session as next."""
+        hs = peer.handshake
+        index = self._new_index()
+        body = create_response(hs, index, self.rng.random_bytes(KEY_LEN))
+        if body is None:
+            hs.clear()
+            return
+        msg = peer.cookie.add_macs(body, now)
+        keys = derive_transport_keys(hs)
+        if keys is None:  # pragma: no cover - create_response guarantees state
+            return
+        self._install_keypair(peer, keys, now)
+        timers = peer.timers
+        timers.session_derived(now)
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent(now)
+        self._emit(peer, msg, out)
+
+    def _install_keypair(self, peer: Peer, keys: SessionKeys, now: float) -> Keypair:
+        """Turn handshake output into a session; its index now maps to it."""
+        kp = Keypair(
+            keys.send_key, keys.recv_key, keys.initiator, keys.local_index, keys.remote_index, now
+        )
+        self._index[keys.local_index] = (peer, kp)
+        for old in peer.keypairs.install(kp):
+            self._drop_keypair(old)
+        return kp
+
+    # ------------------------------------------------------------------
+    # Receiving
+    # ------------------------------------------------------------------
+
+    def _update_load(self, batch: list[tuple[bytes, Endpoint]], now: float) -> bool:
+        count = 0
+        for data, _ in batch:
+            if data[:1] in (b"\x01", b"\x02"):
+                count += 1
+        if count:
+            if not 0 <= now - self._load_window_start < 1.0:
+                self._load_window_start = now
+                self._load_window_count = 0
+            self._load_window_count += count
+            if self._load_window_count >= UNDER_LOAD_HANDSHAKES:
+                self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+        return self.under_load(now)
+
+    def _receive_transport(
+        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
+    ) -> Peer | None:
+        stats = self.stats
+        _, receiver, counter = _unpack_transport(data)
+        entry = self._index.get(receiver)
+        kp = entry[1] if entry is not None else None
+        if entry is None or kp is None:
+            stats["rx_dropped_unknown_index"] += 1
+            return None
+        peer = entry[0]
+        if counter >= REJECT_AFTER_MESSAGES or kp.expired(now):
+            stats["rx_dropped_expired"] += 1
+            return None
+        plain = kp.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
+        if plain is None:
+            stats["rx_dropped_auth"] += 1
+            return None
+        # Only now, after authentication, may the counter touch the window.
+        if not kp.replay.validate(counter):
+            stats["rx_dropped_replay"] += 1
+            return None
+        timers = peer.timers
+        if kp is peer.keypairs.next:
+            # Key confirmation: the initiator used the new session.
+            for old in peer.keypairs.confirm(kp):
+                self._drop_keypair(old)
+            self._handshake_complete(peer, now, wall_ns, out)
+            self._send_staged(peer, now, wall_ns, out)
+        # The original initiator starts one last handshake before expiry.
+        cur = peer.keypairs.current
+        if (
+            cur is not None
+            and cur.initiator
+            and not peer.sent_lastminute_handshake
+            and now - cur.created >= REKEY_ON_RECEIVE_AGE
+        ):
+            peer.sent_lastminute_handshake = True
+            self._send_initiation(peer, False, now, wall_ns, out)
+        # Roaming: the endpoint follows authenticated packets, even ones the
+        # source filter below drops (as the kernel's netns.sh asserts).
+        peer.endpoint = source
+        timers.any_authenticated_packet_received(now)
+        timers.any_authenticated_packet_traversal(now)
+        n = len(plain)
+        if n == 0:
+            peer.rx_bytes += len(data)
+            stats["rx_keepalive"] += 1
+            return peer
+        timers.data_received(now)
+        version = plain[0] >> 4
+        if version == 4 and n >= 20:
+            length = (plain[2] << 8) | plain[3]
+            src = plain[12:16]
+            if length < 20:
+                length = n + 1  # rejected below
+        elif version == 6 and n >= 40:
+            length = 40 + ((plain[4] << 8) | plain[5])
+            src = plain[8:24]
+        else:
+            stats["rx_dropped_invalid_packet"] += 1
+            return peer
+        if length > n:
+            stats["rx_dropped_invalid_packet"] += 1
+            return peer
+        routed = self._route_table().get(src, False)
+        if routed is False:
+            routed = self._lookup(src)
+        if routed is not peer:
+            stats["rx_dropped_source_filter"] += 1
+            return peer
+        peer.rx_bytes += len(data)
+        out.packets.append(plain if length == n else plain[:length])
+        return peer
+
+    def _receive_handshake(
+        self,
+        kind: int,
+        data: bytes,
+        source: Endpoint,
+        under_load: bool,
+        now: float,
+        wall_ns: int,
+        out: Output,
+    ) -> Peer | None:
+        stats = self.stats
+        static = self._static
+        assert static is not None
+        checker = self._cookie_checker
+        mac1_offset = MAC1_OFFSET_INITIATION if kind == MESSAGE_INITIATION else MAC1_OFFSET_RESPONSE
+        # mac1 first: nothing else (certainly no DH) before it verifies.
+        if not checker.check_mac1(data, mac1_offset):
+            stats["rx_dropped_mac1"] += 1
+            return None
+        if under_load:
+            if not checker.check_mac2(data, mac1_offset, source, now):
+                sender = int.from_bytes(data[4:8], "little")
+                out.datagrams.append(
+                    (source, checker.create_reply(data, mac1_offset, sender, source, now))
+                )
+                stats["cookie_reply_sent"] += 1
+                return None
+            if not self._ratelimiter.allow(source.ip_bytes(), now):
+                stats["rx_dropped_ratelimited"] += 1
+                return None
+        if kind == MESSAGE_INITIATION:
+            return self._consume_initiation(data, source, now, wall_ns, out)
+        return self._consume_response(data, source, now, wall_ns, out)
+
+    def _find_handshake(self, public_key: bytes) -> Handshake | None:
+        peer = self._peers.get(bytes(public_key))
+        return peer.handshake if peer is not None else None
+
+    def _consume_initiation(
+        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
+    ) -> Peer | None:
+        static = self._static
+        assert static is not None
+        msg = MessageInitiation.parse(data)
+        hs = consume_initiation(static, self._responder_hash, msg, self._find_handshake, now)
+        if hs is None:
+            self.stats["rx_dropped_initiation"] += 1
+            return None
+        peer = self._peers[hs.remote_static]
+        # Our own pending initiation (if any) was superseded: free its index.
+        self._release_pending_index(peer)
+        peer.endpoint = source
+        peer.rx_bytes += INITIATION_SIZE
+        peer.timers.any_authenticated_packet_received(now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        self._send_response(peer, now, wall_ns, out)
+        out.events.append(Event("initiation_consumed", peer.public_key))
+        return peer
+
+    def _consume_response(
+        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
+    ) -> Peer | None:
+        static = self._static
+        assert static is not None
+        msg = MessageResponse.parse(data)
+        entry = self._index.get(msg.receiver)
+        if entry is None or entry[1] is not None:
+            self.stats["rx_dropped_unknown_index"] += 1
+            return None
+        peer = entry[0]
+        hs = peer.handshake
+        if (
+            hs.state != HandshakeState.CREATED_INITIATION
+            or hs.local_index != msg.receiver
+            or not consume_response(static, hs, msg)
+        ):
+            self.stats["rx_dropped_response"] += 1
+            return None
+        keys = derive_transport_keys(hs)
+        if keys is None:  # pragma: no cover - consume_response guarantees state
+            return None
+        peer.pending_index = 0  # the index now belongs to the keypair
+        self._install_keypair(peer, keys, now)
+        peer.endpoint = source
+        peer.rx_bytes += len(data)
+        timers = peer.timers
+        timers.session_derived(now)
+        self._handshake_complete(peer, now, wall_ns, out)
+        timers.any_authenticated_packet_received(now)
+        timers.any_authenticated_packet_traversal(now)
+        # Confirm the session to the responder at once (data or a keepalive).
+        self._send_keepalive(peer, now, wall_ns, out)
+        return peer
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        msg = MessageCookieReply.parse(data)
+        entry = self._index.get(msg.receiver)
+        if entry is None:
+            self.stats["rx_dropped_unknown_index"] += 1
+            return
+        # Cookie replies never move the endpoint nor touch the timers.
+        if entry[0].cookie.consume_reply(msg, now):
+            self.stats["cookie_reply_consumed"] += 1
+        else:
+            self.stats["rx_dropped_cookie_reply"] += 1
+
+    def _handshake_complete(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
+        peer.timers.handshake_complete(now)
+        peer.sent_lastminute_handshake = False
+        peer.last_handshake_ns = wall_ns
+        out.events.append(Event("handshake_complete", peer.public_key))
+
+    # ------------------------------------------------------------------
+    # Timers
+    # ------------------------------------------------------------------
+
+    def _jitter(self) -> float:
+        return random_fraction(self.rng) * REKEY_TIMEOUT_JITTER_MAX
+
+    def _schedule(self, peer: Peer) -> None:
+        """Make sure the heap holds an entry no later than the peer's deadline."""
+        deadline = peer.timers.next_deadline()
+        if deadline is None or peer.removed:
+            return
+        scheduled = peer.scheduled
+        if scheduled is None or deadline < scheduled:
+            peer.scheduled = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), peer))
+
+    def _run_timer_action(
+        self, peer: Peer, action: TimerAction, now: float, wall_ns: int, out: Output
+    ) -> None:
+        if action is TimerAction.RETRANSMIT_HANDSHAKE:
+            self._forget_local_source(peer)
+            self._send_initiation(peer, True, now, wall_ns, out)
+        elif action is TimerAction.NEW_HANDSHAKE:
+            self._forget_local_source(peer)
+            self._send_initiation(peer, False, now, wall_ns, out)
+        elif action is TimerAction.SEND_KEEPALIVE:
+            self._send_keepalive(peer, now, wall_ns, out)
+            peer.timers.passive_keepalive_sent(now)
+        elif action is TimerAction.PERSISTENT_KEEPALIVE:
+            self._send_keepalive(peer, now, wall_ns, out)
+        elif action is TimerAction.GIVE_UP:
+            self.stats["tx_dropped_gave_up"] += peer.clear_staged()
+            out.events.append(Event("handshake_gave_up", peer.public_key))
+        elif action is TimerAction.ZERO_KEY_MATERIAL:
+            self._zero_peer(peer)
+            out.events.append(Event("keys_erased", peer.public_key))
+
+    @staticmethod
+    def _forget_local_source(peer: Peer) -> None:
+        # Retries may leave from whichever local address routing now prefers.
+        ep = peer.endpoint
+        if ep is not None and ep.local is not None:
+            peer.endpoint = ep.with_local(None)
+
+    # ------------------------------------------------------------------
+    # Index table and erasure
+    # ------------------------------------------------------------------
+
+    def _new_index(self) -> int:
+        index = self._index
+        while True:
+            candidate = random_u32(self.rng)
+            if candidate and candidate not in index:
+                return candidate
+
+    def _release_pending_index(self, peer: Peer) -> None:
+        idx = peer.pending_index
+        if idx:
+            entry = self._index.get(idx)
+            if entry is not None and entry[0] is peer and entry[1] is None:
+                del self._index[idx]
+            peer.pending_index = 0
+
+    def _drop_keypair(self, kp: Keypair) -> None:
+        entry = self._index.get(kp.local_index)
+        if entry is not None and entry[1] is kp:
+            del self._index[kp.local_index]
+        kp.zero()
+
+    def _zero_peer(self, peer: Peer) -> None:
+        """Erase all sessions and the handshake of a peer; drop staged packets."""
+        for kp in peer.keypairs.clear():
+            self._drop_keypair(kp)
+        self._release_pending_index(peer)
+        peer.handshake.clear()
+        peer.clear_staged()
+
+    def _expire_current_keypairs(self, peer: Peer) -> None:
+        """After a private-key change: stop sending on existing sessions and
+        allow an immediate new initiation."""
+        self._release_pending_index(peer)
+        peer.handshake.clear()
+        peer.last_sent_handshake = None
+        for kp in (peer.keypairs.current, peer.keypairs.next):
+            if kp is not None:
+                kp.send_counter = REJECT_AFTER_MESSAGES
