@@ -1,0 +1,168 @@
+"""Under load: cookie replies instead of state, the cookie round trip, binding
+and expiry, rate limiting, load detection (checklist 10-12)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from simutil import A4, B4, count_dh, kinds, snapshot
+
+from wgpy.constants import COOKIE_REPLY_SIZE, UNDER_LOAD_HANDSHAKES
+from wgpy.device import Device
+from wgpy.endpoint import Endpoint
+from wgpy.noise.cookie import CookieChecker, CookieGenerator
+from wgpy.noise.messages import MessageCookieReply
+from wgpy.noise.primitives import public_key
+from wgpy.rng import SeededRng
+from wgpy.sim import ipv4_packet, make_pair
+
+
+def test_under_load_valid_mac1_gets_one_cookie_reply_and_no_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net, a, b = make_pair()
+    b.device.force_under_load = True
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    ((src, _dst, initiation),) = net.in_flight
+    net.in_flight = []
+    before = snapshot(b.device)
+    c = net.clock
+    with count_dh(monkeypatch) as dh_calls:
+        out = b.device.receive([(initiation, src)], c.now, c.wall_ns)
+        assert dh_calls == []
+    assert [(ep, len(d), d[0]) for ep, d in out.datagrams] == [(src, COOKIE_REPLY_SIZE, 3)]
+    reply = MessageCookieReply.parse(out.datagrams[0][1])
+    assert reply.receiver == int.from_bytes(initiation[4:8], "little")
+    assert snapshot(b.device) == before
+    # The same packet when not under load gets a response.
+    b.device.force_under_load = False
+    out = b.device.receive([(initiation, src)], c.now, c.wall_ns)
+    assert [d[0] for _, d in out.datagrams] == [2]
+
+
+def test_cookie_round_trip_completes_under_load() -> None:
+    net, a, b = make_pair()
+    b.device.force_under_load = True
+    net.send_packets(a, [ipv4_packet(A4, B4, b"through-the-cookie")])
+    net.run()
+    assert kinds(b.sent) == [3]
+    assert a.device.stats["cookie_reply_consumed"] == 1
+    assert a.device.peers[0].endpoint == b.address  # cookie replies don't roam
+    net.tick(6)  # the retransmission carries mac2
+    assert kinds(b.sent)[:2] == [3, 2]
+    assert b.delivered == [ipv4_packet(A4, B4, b"through-the-cookie")]
+
+
+def test_cookie_reply_accepted_only_once_and_only_for_our_mac1() -> None:
+    net, a, b = make_pair()
+    b.device.force_under_load = True
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    net.run()
+    reply = b.sent[-1][1]
+    c = net.clock
+    a.device.receive([(reply, b.address)], c.now, c.wall_ns)
+    assert a.device.stats["cookie_reply_consumed"] == 1
+    assert a.device.stats["rx_dropped_cookie_reply"] == 1
+    # A reply bound to some other mac1 is refused.
+    gen = CookieGenerator(os.urandom(32))
+    gen.add_macs(os.urandom(116), 0.0)
+    forged = MessageCookieReply(1, os.urandom(24), os.urandom(32))
+    assert not gen.consume_reply(forged, 0.0)
+
+
+def test_cookie_reply_from_elsewhere_does_not_move_endpoint() -> None:
+    net, a, b = make_pair()
+    b.device.force_under_load = True
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    ((src, _, initiation),) = net.in_flight
+    net.in_flight = []
+    c = net.clock
+    reply = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][1]
+    pa = a.device.peers[0]
+    a.device.receive([(reply, Endpoint("198.51.100.1", 9))], c.now, c.wall_ns)
+    assert a.device.stats["cookie_reply_consumed"] == 1  # accepted (it is authentic)...
+    assert pa.endpoint == b.address  # ...but the endpoint stays put
+    assert pa.timers.retransmit_handshake is not None  # and timers are untouched
+
+
+def test_mac2_bound_to_source_address_and_port() -> None:
+    rng = SeededRng(b"c")
+    responder_pub = public_key(os.urandom(32))
+    checker = CookieChecker(rng)
+    checker.set_public_key(responder_pub)
+    gen = CookieGenerator(responder_pub)
+    src = Endpoint("192.0.2.5", 1000)
+    msg = gen.add_macs(os.urandom(116), 0.0)
+    assert checker.check_mac1(msg, 116)
+    assert not checker.check_mac2(msg, 116, src, 0.0)  # no cookie yet: zero mac2
+    reply = MessageCookieReply.parse(checker.create_reply(msg, 116, 7, src, 0.0))
+    assert gen.consume_reply(reply, 0.0)
+    msg2 = gen.add_macs(os.urandom(116), 1.0)
+    assert checker.check_mac2(msg2, 116, src, 1.0)
+    assert not checker.check_mac2(msg2, 116, Endpoint("192.0.2.5", 1001), 1.0)
+    assert not checker.check_mac2(msg2, 116, Endpoint("192.0.2.6", 1000), 1.0)
+    # The responder's secret rotates after 120 s: the old cookie stops working.
+    assert not checker.check_mac2(msg2, 116, src, 121.0)
+
+
+def test_stored_cookie_expires_after_115s() -> None:
+    rng = SeededRng(b"c2")
+    pub = public_key(os.urandom(32))
+    checker = CookieChecker(rng)
+    checker.set_public_key(pub)
+    gen = CookieGenerator(pub)
+    src = Endpoint("192.0.2.5", 1000)
+    msg = gen.add_macs(os.urandom(116), 0.0)
+    gen.consume_reply(MessageCookieReply.parse(checker.create_reply(msg, 116, 1, src, 0.0)), 0.0)
+    assert gen.add_macs(os.urandom(116), 114.0)[-16:] != bytes(16)
+    assert gen.add_macs(os.urandom(116), 115.0)[-16:] == bytes(16)
+
+
+def test_many_handshakes_put_the_device_under_load() -> None:
+    net, a, b = make_pair()
+    c = net.clock
+    garbage = [
+        (b"\x01\0\0\0" + os.urandom(144), Endpoint("198.51.100.2", 1))
+    ] * UNDER_LOAD_HANDSHAKES
+    assert not b.device.under_load(c.now)
+    b.device.receive(garbage, c.now, c.wall_ns)
+    assert b.device.under_load(c.now)
+    assert b.device.under_load(c.now + 0.99) and not b.device.under_load(c.now + 1.01)
+    # A genuine initiation arriving now gets a cookie reply, not a response.
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    net.run()
+    assert kinds(b.sent) == [3]
+
+
+def test_rate_limiter_under_load_caps_valid_mac2_handshakes_per_source() -> None:
+    # Ten different initiators behind one address, each holding a cookie.
+    seed = b"rl"
+    responder = Device(os.urandom(32), rng=SeededRng(seed))
+    responder.force_under_load = True
+    assert responder.public_key is not None
+    shared = Endpoint("203.0.113.4", 5000)
+    initiators = []
+    for i in range(10):
+        dev = Device(os.urandom(32), rng=SeededRng(seed + bytes([i])))
+        dev.add_peer(
+            responder.public_key,
+            endpoint=Endpoint("192.0.2.200", 51820),
+            allowed_ips=["10.0.0.0/8"],
+        )
+        assert dev.public_key is not None
+        responder.add_peer(dev.public_key, allowed_ips=[f"10.1.{i}.0/24"])
+        initiators.append(dev)
+    now, wall = 10.0, 10**18
+    batch = []
+    for dev in initiators:
+        first = dev.send([ipv4_packet("10.1.0.1", "10.0.0.1")], now, wall).datagrams[0][1]
+        cookie = responder.receive([(first, shared)], now, wall).datagrams[0][1]
+        dev.receive([(cookie, Endpoint("192.0.2.200", 51820))], now, wall)
+        dev.peers[0].last_sent_handshake = None
+        retry = dev.send([ipv4_packet("10.1.0.1", "10.0.0.1")], now + 1, wall + 10**9)
+        batch.append((retry.datagrams[0][1], shared))
+    out = responder.receive(batch, now + 1, wall + 10**9)
+    responses = [d for _, d in out.datagrams if d[0] == 2]
+    assert len(responses) == 5  # burst of 5, then 20/s
+    assert responder.stats["rx_dropped_ratelimited"] == 5
