@@ -1,0 +1,296 @@
+"""A running WireGuard interface: the sans-IO Device driven by real I/O.
+
+:class:`Interface` owns a TUN device, a :class:`~wgpy.net.udp.UdpBind` and a
+:class:`~wgpy.device.Device`, and runs one event loop (``selectors``/epoll)
+that moves batches between them, feeding the engine the monotonic clock
+(``CLOCK_BOOTTIME`` where available, so suspend time counts as the kernel's
+timers do) and the wall clock.  Configuration from other threads (the UAPI
+server, the wireguard.h layer) goes through :attr:`Interface.lock`, which
+the loop holds while it processes a batch.
+
+This and :mod:`wgpy.runtime.daemon` are the only modules with threads,
+sockets and clocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable
+
+from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
+from wgpy.device import Device, Event, Output
+from wgpy.net.udp import UdpBind
+from wgpy.rng import Rng
+from wgpy.tun.base import TunClosed, TunDevice
+
+__all__ = ["Interface", "monotonic"]
+
+log = logging.getLogger("wgpy.runtime")
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def short_key(key: bytes) -> str:
+    """A public key abbreviated for logs, as wireguard-go prints peers."""
+    return (
+        "(" + base64.b64encode(key).decode()[:4] + "…" + base64.b64encode(key).decode()[-5:-1] + ")"
+    )
+
+
+def monotonic() -> float:
+    """Monotonic seconds that keep counting during suspend where possible."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME)
+    return time.monotonic()
+
+
+#: Batches drained from one ready descriptor per wakeup (fairness).
+_MAX_BATCHES_PER_WAKEUP = 8
+#: Upper bound on a select() wait, for link-state polling.
+_POLL_INTERVAL = 1.0
+
+
+class Interface:
+    """A WireGuard interface with real I/O.  Implements the UAPI backend.
+
+    ``tun`` may be any :class:`~wgpy.tun.base.TunDevice`.  The UDP sockets
+    are opened by :meth:`start` in the calling thread's network namespace.
+    """
+
+    def __init__(
+        self,
+        tun: TunDevice,
+        *,
+        listen_port: int = 0,
+        private_key: bytes | None = None,
+        rng: Rng | None = None,
+        is_link_up: Callable[[], bool] | None = None,
+        udp_factory: Callable[[int, int], UdpBind] | None = None,
+    ) -> None:
+        self.tun = tun
+        self.name = tun.name
+        self.device = Device(private_key, rng=rng, mtu=tun.mtu or DEFAULT_MTU)
+        self.lock = threading.RLock()
+        self.udp: UdpBind | None = None
+        self._listen_port = listen_port
+        self._fwmark = 0
+        self._is_link_up = is_link_up
+        self._udp_factory = udp_factory or (lambda port, mark: UdpBind(port, fwmark=mark))
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = threading.Event()
+        self._registered_udp: list[int] = []
+        self._out = Output()
+        self.closed_reason: str | None = None
+        self.events: list[Event] = []
+        self.on_event: Callable[[Event], None] | None = None
+        if os.environ.get("WGPY_FORCE_UNDER_LOAD") == "1":
+            # Debug switch: every handshake needs a cookie (tests the DoS path).
+            self.device.force_under_load = True
+
+    # -- UAPI backend ----------------------------------------------------------
+
+    def clock(self) -> tuple[float, int]:
+        """(monotonic seconds, Unix nanoseconds)."""
+        return monotonic(), time.time_ns()
+
+    def get_listen_port(self) -> int:
+        """The bound UDP port, or the configured one before the sockets open."""
+        return self.udp.port if self.udp is not None else self._listen_port
+
+    def set_listen_port(self, port: int) -> None:
+        """Rebind to ``port`` (0 = random); OSError (EADDRINUSE) keeps the old bind."""
+        with self.lock:
+            if self.udp is not None and (port == self.udp.port and port != 0):
+                return
+            self._listen_port = port
+            if self.udp is None:
+                return
+            new = self._udp_factory(port, self._fwmark)
+            old, self.udp = self.udp, new
+            old.close()
+            self._wake()
+
+    def get_fwmark(self) -> int:
+        """The socket mark (0 = none)."""
+        return self._fwmark
+
+    def set_fwmark(self, mark: int) -> None:
+        """Set SO_MARK on the sockets."""
+        with self.lock:
+            if self.udp is not None:
+                self.udp.set_fwmark(mark)
+            self._fwmark = mark
+
+    def submit(self, out: Output) -> None:
+        """Perform the actions of an Output produced outside the loop."""
+        with self.lock:
+            self._flush(out)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the UDP sockets (may raise OSError, e.g. EADDRINUSE)."""
+        with self.lock:
+            if self.udp is None:
+                self.udp = self._udp_factory(self._listen_port, self._fwmark)
+            up = self._is_link_up() if self._is_link_up is not None else True
+            now, wall = self.clock()
+            self._flush(self.device.set_up(up, now, wall))
+
+    def stop(self) -> None:
+        """Ask the loop to return (thread-safe)."""
+        self._stop.set()
+        self._wake()
+
+    def close(self) -> None:
+        """Release every resource: sockets, TUN, pipe.  Idempotent."""
+        self._stop.set()
+        with self.lock:
+            if self.udp is not None:
+                self.udp.close()
+                self.udp = None
+            now, wall = self.clock()
+            self.device.set_up(False, now, wall)
+            self.tun.close()
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"\0")
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run until stopped or the TUN disappears; returns the reason."""
+        if self.udp is None:
+            self.start()
+        sel = selectors.DefaultSelector()
+        self._selector = sel
+        sel.register(self.tun.fileno(), selectors.EVENT_READ, "tun")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._sync_udp_registrations()
+        last_poll = monotonic()
+        reason = "stopped"
+        try:
+            while not self._stop.is_set():
+                deadline = self.device.next_deadline()
+                now = monotonic()
+                timeout = _POLL_INTERVAL
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - now))
+                ready = sel.select(timeout)
+                with self.lock:
+                    if self._stop.is_set():
+                        break
+                    self._sync_udp_registrations()
+                    for key, _ in ready:
+                        what = key.data
+                        if what == "tun":
+                            self._on_tun()
+                        elif what == "wake":
+                            with contextlib.suppress(BlockingIOError, OSError):
+                                os.read(self._wake_r, 4096)
+                        else:
+                            self._on_udp(key.fd)
+                    now, wall = self.clock()
+                    deadline = self.device.next_deadline()
+                    if deadline is not None and deadline <= now:
+                        self._flush(self.device.handle_timers(now, wall, self._new_out()))
+                    if now - last_poll >= _POLL_INTERVAL:
+                        last_poll = now
+                        self._poll_link(now, wall)
+        except TunClosed:
+            reason = "interface removed"
+        finally:
+            sel.close()
+            self._selector = None
+        self.closed_reason = reason
+        return reason
+
+    def _new_out(self) -> Output:
+        out = self._out
+        out.clear()
+        return out
+
+    def _sync_udp_registrations(self) -> None:
+        sel = self._selector
+        if sel is None:
+            return
+        want = self.udp.filenos() if self.udp is not None else []
+        if want == self._registered_udp:
+            return
+        for fd in self._registered_udp:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                sel.unregister(fd)
+        for fd in want:
+            sel.register(fd, selectors.EVENT_READ, "udp")
+        self._registered_udp = list(want)
+
+    def _on_tun(self) -> None:
+        tun, device = self.tun, self.device
+        for _ in range(_MAX_BATCHES_PER_WAKEUP):
+            packets = tun.read_batch(IO_BATCH_SIZE)
+            if not packets:
+                return
+            now, wall = self.clock()
+            self._flush(device.send(packets, now, wall, self._new_out()))
+            if len(packets) < IO_BATCH_SIZE:
+                return
+
+    def _on_udp(self, fd: int) -> None:
+        udp, device = self.udp, self.device
+        if udp is None:
+            return
+        for _ in range(_MAX_BATCHES_PER_WAKEUP):
+            datagrams = udp.recv_batch(fd, IO_BATCH_SIZE)
+            if not datagrams:
+                return
+            now, wall = self.clock()
+            self._flush(device.receive(datagrams, now, wall, self._new_out()))
+            if len(datagrams) < IO_BATCH_SIZE:
+                return
+
+    def _flush(self, out: Output) -> None:
+        if out.datagrams and self.udp is not None:
+            self.udp.send_batch(out.datagrams)
+        if out.packets:
+            try:
+                self.tun.write_batch(out.packets)
+            except TunClosed:
+                self._stop.set()
+        for event in out.events:
+            self._log_event(event)
+
+    def _log_event(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: peer %s: %s", self.name, short_key(event.peer), event.kind)
+        elif event.kind in ("handshake_gave_up", "keys_erased"):
+            log.info("%s: peer %s: %s", self.name, short_key(event.peer), event.kind)
+
+    def _poll_link(self, now: float, wall: int) -> None:
+        if self.tun.closed:
+            raise TunClosed(self.name)
+        if self._is_link_up is None:
+            return
+        try:
+            up = self._is_link_up()
+        except OSError:
+            return
+        if up != self.device.up:
+            log.info("%s: link %s", self.name, "up" if up else "down")
+            self._flush(self.device.set_up(up, now, wall))
