@@ -91,6 +91,15 @@ TAI64_BASE: Final = (1 << 62) + 10
 #: Nanoseconds are rounded down to a multiple of this (timestamp whitening).
 TAI64N_WHITENING_MASK: Final = (1 << 24) - 1
 
+# Cross-platform UAPI (wireguard.com/xplatform): error numbers a response
+# carries, negated (``errno=-22``).  wireguard-go writes the Linux values on
+# Linux and on Windows alike, so these are fixed numbers, not ``errno.*``.
+UAPI_EIO: Final = 5  # reading or writing the connection failed
+UAPI_EINVAL: Final = 22  # bad key, bad value, unknown key
+UAPI_ENOANO: Final = 55  # any other (internal) error
+UAPI_EPROTO: Final = 71  # a line without '='
+UAPI_EADDRINUSE: Final = 98  # binding listen_port (or setting fwmark) failed
+
 # ---------------------------------------------------------------------------
 # Section 2: wgpy tunables
 # ---------------------------------------------------------------------------
@@ -120,3 +129,12 @@ UDP_SOCKET_BUFFER_SIZE: Final = 7 << 20
 #: Random ports tried for listen port 0 until IPv4 and IPv6 both bind
 #: (wireguard-go tries 100).
 UDP_BIND_PORT_ATTEMPTS: Final = 100
+#: Where UAPI sockets live: ``DIR/NAME.sock`` (wireguard-go, wg).
+UAPI_SOCKET_DIRECTORY: Final = "/var/run/wireguard"
+#: Longest UAPI request line accepted (without its newline), the limit of
+#: wireguard-go's line scanner; a longer line fails the set with EIO and
+#: ends the connection, so a client cannot make the server buffer without end.
+UAPI_MAX_LINE: Final = 64 * 1024
+#: Set lines applied per hold of the interface lock, so a long ``setconf``
+#: never stalls the packet path for its whole duration.
+UAPI_SET_BATCH: Final = 1024
