@@ -201,7 +201,7 @@ def _parse_fwmark(text: str) -> int:
     # wg: "off", decimal, or 0x-prefixed hex; 32 bits.
     if text.lower() == "off":
         return 0
-    if not text[:1].isdigit():
+    if not text.isascii() or not text[:1].isdigit():
         raise ValueError
     base = 16 if len(text) > 2 and text.startswith("0x") else 10
     value = int(text, base)  # ValueError on junk
@@ -673,9 +673,15 @@ def to_uapi_set(
 
 def routes_of(cfg: WgQuickConfig) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """The distinct AllowedIPs networks (host bits cleared), most specific
-    first, in the order wg-quick adds routes (``sort -nr -k 2 -t /``)."""
+    first, in the order wg-quick adds routes: ``sort -nr -k 2 -t /`` in the C
+    locale, so equal lengths fall back to the whole text, in reverse."""
     seen: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, None] = {}
     for peer in cfg.peers:
         for prefix in peer.allowed_ips:
             seen.setdefault(prefix.network, None)
-    return sorted(seen, key=lambda n: -n.prefixlen)
+
+    def key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, str]:
+        family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        return net.prefixlen, socket.inet_ntop(family, net.network_address.packed)
+
+    return sorted(seen, key=key, reverse=True)
