@@ -129,6 +129,12 @@ UDP_SOCKET_BUFFER_SIZE: Final = 7 << 20
 #: Random ports tried for listen port 0 until IPv4 and IPv6 both bind
 #: (wireguard-go tries 100).
 UDP_BIND_PORT_ATTEMPTS: Final = 100
+#: Datagrams merged into one UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS).
+UDP_GSO_MAX_SEGMENTS: Final = 64
+#: TUN write coalescing merges only packets whose TCP/UDP checksum verifies:
+#: the merged super-packet is trusted by the kernel, so a corrupt segment
+#: would otherwise be accepted instead of dropped (see wgpy.tun.offload).
+TUN_GRO_VERIFY_CHECKSUMS: Final = True
 #: Where UAPI sockets live: ``DIR/NAME.sock`` (wireguard-go, wg).
 UAPI_SOCKET_DIRECTORY: Final = "/var/run/wireguard"
 #: Longest UAPI request line accepted (without its newline), the limit of
