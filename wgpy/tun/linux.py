@@ -1,8 +1,16 @@
 """Linux TUN device: ``/dev/net/tun`` in layer-3 mode without packet info.
 
-One file descriptor per device, opened non-blocking.  Each read returns one
-IP packet and each write injects one; addresses, routes and link state are
-left to ``ip``/``wg-quick``.  Interface ioctls (MTU, flags, index) go through a
+One file descriptor per device, opened non-blocking.  Addresses, routes and
+link state are left to ``ip``/``wg-quick``.
+
+With ``offload`` (the default) the device is opened with ``IFF_VNET_HDR`` and
+the kernel is told (``TUNSETOFFLOAD``) that we take partial checksums and
+TCP (and, where the kernel has it, UDP) segmentation offload.  A read may
+then return a 64 KiB super-packet, which :mod:`wgpy.tun.offload` cuts into
+MTU-sized, checksum-complete packets; a write batch has its same-flow
+packets merged back into super-packets.  To the caller nothing changes: IP
+packets of at most MTU bytes in both directions.  Without offload each read
+returns one IP packet and each write injects one.  Interface ioctls (MTU, flags, index) go through a
 datagram socket opened at creation time, so they address the interface in the
 network namespace the device was created in, whichever thread calls them later.
 
@@ -16,6 +24,12 @@ Kernel behaviour this module relies on (checked on Linux 6.18):
 * The open descriptor holds a reference to its network namespace: deleting
   the namespace with ``ip netns del`` does not remove the interface until the
   descriptor is closed.
+* ``TUNSETOFFLOAD`` with TUN_F_CSUM|TSO4|TSO6|USO4|USO6 is accepted on 6.18;
+  USO needs Linux >= 6.2 (EINVAL before), so it is asked for separately.
+* A read with IFF_VNET_HDR returns the 10-byte virtio_net_hdr first; its
+  ``hdr_len`` is not trusted (wireguard-go saw it cover the whole first
+  packet on the forwarding path).  Writes need the header too (all zero for
+  a plain packet); a GSO write with fewer than two segments is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +43,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from ..constants import DEFAULT_MTU, IO_BATCH_SIZE
+from ..constants import DEFAULT_MTU, IO_BATCH_SIZE, TUN_GRO_VERIFY_CHECKSUMS
+from . import offload as _off
 from .base import TunClosed
 
 __all__ = ["LinuxTun", "interface_exists"]
@@ -39,6 +54,16 @@ _TUNSETIFF = 0x400454CA
 _TUNGETIFF = 0x800454D2
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
+_IFF_VNET_HDR = 0x4000
+_TUNSETOFFLOAD = 0x400454D0
+_TUNSETVNETHDRSZ = 0x400454D8
+_TUN_F_CSUM = 0x01
+_TUN_F_TSO4 = 0x02
+_TUN_F_TSO6 = 0x04
+_TUN_F_USO4 = 0x20
+_TUN_F_USO6 = 0x40
+_TCP_OFFLOADS = _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6
+_UDP_OFFLOADS = _TUN_F_USO4 | _TUN_F_USO6
 _SIOCGIFFLAGS = 0x8913
 _SIOCGIFMTU = 0x8921
 _SIOCSIFMTU = 0x8922
@@ -50,6 +75,11 @@ _IFREQ_INT = struct.Struct("16si20x")  # struct ifreq: name + int (mtu, ifindex)
 
 #: Largest packet a read can return without IFF_VNET_HDR (the TUN max MTU).
 _READ_BUFFER_SIZE = 65535
+#: With IFF_VNET_HDR: header + an IPv6 super-packet (40 + 65535) with room to spare.
+_VNET_READ_BUFFER_SIZE = 1 << 17
+_VNET_HDR_LEN = _off.VNET_HDR_LEN
+_NEEDS_CSUM = _off.VIRTIO_NET_HDR_F_NEEDS_CSUM
+_U16 = struct.Struct("!H")
 
 #: errno values that mean the interface behind the descriptor is gone.
 _GONE_ERRNOS = frozenset({errno.EBADFD})
@@ -69,6 +99,20 @@ def _errname(err: int | None) -> str:
     return errno.errorcode.get(err or 0, str(err)).lower()
 
 
+def _set_offloads(fd: int) -> bool | None:
+    """Ask for TCP (+UDP) offloads: True with USO, False TCP only, None if refused."""
+    fcntl.ioctl(fd, _TUNSETVNETHDRSZ, struct.pack("i", _VNET_HDR_LEN))
+    for flags in (_TCP_OFFLOADS | _UDP_OFFLOADS, _TCP_OFFLOADS):
+        try:
+            fcntl.ioctl(fd, _TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            continue
+        return flags != _TCP_OFFLOADS
+    return None
+
+
 def interface_exists(name: str) -> bool:
     """True when an interface called ``name`` exists in this thread's namespace."""
     try:
@@ -79,31 +123,43 @@ def interface_exists(name: str) -> bool:
 
 
 class LinuxTun:
-    """A Linux TUN interface (``IFF_TUN | IFF_NO_PI``), non-blocking.
+    """A Linux TUN interface (``IFF_TUN | IFF_NO_PI``, optionally with offloads).
 
-    Build one with :meth:`create`.  The packet paths live in
-    ``_read_packets``/``_write_packet`` so an offload-aware subclass (vnet
-    header, segmentation) can replace just those.
+    Build one with :meth:`create`.  :attr:`stats` counts drops and errors by
+    reason; :attr:`offload_stats` counts offload work: ``gso_reads``
+    (super-packets read) and ``gso_segments`` (packets cut from them),
+    ``csum_completed`` (partial checksums finished), ``gro_writes``
+    (super-packets written) and ``gro_segments`` (packets merged into them).
     """
 
     stats: dict[str, int]
+    offload_stats: dict[str, int]
+    #: Merge only packets whose TCP/UDP checksum verifies (see wgpy.tun.offload).
+    verify_checksums: bool
 
-    def __init__(self, fd: int, name: str, ctl: socket.socket) -> None:
+    def __init__(
+        self, fd: int, name: str, ctl: socket.socket, *, vnet: bool = False, uso: bool = False
+    ) -> None:
         """Wrap an attached TUN descriptor; use :meth:`create` instead."""
         self._fd = fd
         self._name = name
         self._ctl = ctl
         self._file = io.FileIO(fd, "r+", closefd=False)
-        self._buf = bytearray(_READ_BUFFER_SIZE)
+        self._vnet = vnet
+        self._uso = uso
+        self._gro = vnet
+        self._buf = bytearray(_VNET_READ_BUFFER_SIZE if vnet else _READ_BUFFER_SIZE)
         self._view = memoryview(self._buf)
         self._closed = False
         self._gone = False
         self._ifindex = self._ioctl_int(_SIOCGIFINDEX)
         self._mtu = self._ioctl_int(_SIOCGIFMTU)
         self.stats = {}
+        self.offload_stats = {}
+        self.verify_checksums = TUN_GRO_VERIFY_CHECKSUMS
 
     @classmethod
-    def create(cls, name: str, mtu: int = DEFAULT_MTU) -> LinuxTun:
+    def create(cls, name: str, mtu: int = DEFAULT_MTU, offload: bool = True) -> LinuxTun:
         """Create (or attach to a free persistent) TUN interface ``name``.
 
         The interface lives in the calling thread's network namespace.  The
@@ -111,26 +167,53 @@ class LinuxTun:
         the result is the real one.  Raises ValueError for a bad name or MTU,
         OSError when the kernel refuses (EBUSY: in use; EPERM: no
         CAP_NET_ADMIN).
+
+        With ``offload`` the device takes TSO (and USO where the kernel has
+        it) super-packets; if the kernel refuses the vnet header or the TCP
+        offloads the device silently falls back to plain packets
+        (:attr:`offload` tells which).
         """
         raw = _check_name(name)
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        ctl: socket.socket | None = None
-        try:
-            req = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ.pack(raw, _IFF_TUN | _IFF_NO_PI))
-            real = _IFREQ.unpack(req)[0].rstrip(b"\0").decode()
-            ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tun = cls(fd, real, ctl)
-        except BaseException:
-            if ctl is not None:
-                ctl.close()
-            os.close(fd)
-            raise
+        tun = cls._open(raw, vnet=offload) if offload else None
+        if tun is None:
+            tun = cls._open(raw, vnet=False)
+        assert tun is not None
         try:
             tun.set_mtu(mtu)
         except BaseException:
             tun.close()
             raise
         return tun
+
+    @classmethod
+    def _open(cls, raw: bytes, *, vnet: bool) -> LinuxTun | None:
+        """Attach a descriptor; with ``vnet`` None means "offloads refused"."""
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        ctl: socket.socket | None = None
+        try:
+            flags = _IFF_TUN | _IFF_NO_PI | (_IFF_VNET_HDR if vnet else 0)
+            try:
+                req = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ.pack(raw, flags))
+            except OSError as exc:
+                if vnet and exc.errno == errno.EINVAL:
+                    os.close(fd)
+                    return None
+                raise
+            uso: bool | None = False
+            if vnet:
+                uso = _set_offloads(fd)
+                if uso is None:
+                    # The interface we just made dies with the descriptor; reopen plain.
+                    os.close(fd)
+                    return None
+            real = _IFREQ.unpack(req)[0].rstrip(b"\0").decode()
+            ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            return cls(fd, real, ctl, vnet=vnet, uso=bool(uso))
+        except BaseException:
+            if ctl is not None:
+                ctl.close()
+            os.close(fd)
+            raise
 
     # -- properties ---------------------------------------------------------
 
@@ -146,6 +229,16 @@ class LinuxTun:
             with contextlib.suppress(OSError):
                 self._mtu = self._ioctl_int(_SIOCGIFMTU)
         return self._mtu
+
+    @property
+    def offload(self) -> bool:
+        """True when the device runs with the vnet header and TCP offloads."""
+        return self._vnet
+
+    @property
+    def uso(self) -> bool:
+        """True when the kernel also hands us UDP super-packets (USO, Linux >= 6.2)."""
+        return self._uso
 
     @property
     def ifindex(self) -> int:
@@ -212,16 +305,22 @@ class LinuxTun:
         return TunClosed(f"TUN device {self._name} was {state}")
 
     def read_batch(self, max_packets: int = IO_BATCH_SIZE) -> list[bytes]:
-        """Read every packet available now, up to ``max_packets``.
+        """Read every packet available now, up to about ``max_packets``.
 
-        Returns ``[]`` when nothing is queued.  Raises :class:`TunClosed`
-        after :meth:`close` or once the interface has been deleted.
+        Returns ``[]`` when nothing is queued.  With offloads the segments of
+        one super-packet are never split across calls, so a batch may exceed
+        ``max_packets`` by up to one super-packet's segments (about 45 at MTU
+        1420).  Raises :class:`TunClosed` after :meth:`close` or once the
+        interface has been deleted.
         """
         if self._closed:
             raise self._gone_error()
         out: list[bytes] = []
         try:
-            self._read_packets(out, max_packets)
+            if self._vnet:
+                self._read_vnet(out, max_packets)
+            else:
+                self._read_packets(out, max_packets)
         except OSError as exc:
             if exc.errno in _GONE_ERRNOS:
                 raise self._gone_error(exc) from exc
@@ -238,14 +337,68 @@ class LinuxTun:
                 return
             out.append(bytes(view[:n]))
 
+    def _read_vnet(self, out: list[bytes], max_packets: int) -> None:
+        """Read vnet-header packets: split super-packets, finish partial checksums."""
+        readinto = self._file.readinto
+        view = self._view
+        stats = self.offload_stats
+        # Partial checksums are finished together at the end (one bulk sum).
+        partial: list[tuple[int, int, int]] = []  # (index in out, csum_start, csum field)
+        try:
+            while len(out) < max_packets:
+                n = readinto(view)  # one (super-)packet per read; None means EAGAIN
+                if not n:
+                    return
+                if n <= _VNET_HDR_LEN:
+                    self._count("read_short")
+                    continue
+                flags = view[0]
+                if view[1] == _off.GSO_NONE:
+                    packet = bytes(view[_VNET_HDR_LEN:n])
+                    if flags & _NEEDS_CSUM:
+                        start, off = _off.VNET_CSUM.unpack_from(view, 6)
+                        at = start + off
+                        if start < 20 or at + 2 > len(packet):
+                            self._count("read_bad_csum_offset")
+                            continue
+                        partial.append((len(out), start, at))
+                    out.append(packet)
+                    continue
+                try:
+                    segments = _off.segment(view[_VNET_HDR_LEN:n], _off.parse_vnet_hdr(view))
+                except _off.OffloadError as exc:
+                    self._count(f"read_{exc.reason}")
+                    continue
+                stats["gso_reads"] = stats.get("gso_reads", 0) + 1
+                stats["gso_segments"] = stats.get("gso_segments", 0) + len(segments)
+                out.extend(segments)
+        finally:
+            if partial:
+                self._finish_partial(out, partial)
+
+    def _finish_partial(self, out: list[bytes], partial: list[tuple[int, int, int]]) -> None:
+        sums = _off.ones_sums([memoryview(out[i])[start:] for i, start, _ in partial])
+        pack = _U16.pack
+        for (i, _, at), residue in zip(partial, sums, strict=True):
+            # The field holds the pseudo-header sum, so the residue covers it already.
+            packet = out[i]
+            out[i] = b"".join((packet[:at], pack(0xFFFF - residue), packet[at + 2 :]))
+        stats = self.offload_stats
+        stats["csum_completed"] = stats.get("csum_completed", 0) + len(partial)
+
     def write_batch(self, packets: Sequence[bytes | memoryview]) -> None:
         """Write each IP packet; refused ones (EINVAL, EIO when down) are counted.
 
+        With offloads same-flow TCP (and UDP, with USO) packets of the batch
+        are first merged into super-packets (:func:`wgpy.tun.offload.coalesce`).
         Raises :class:`TunClosed` after :meth:`close` or once the interface
         has been deleted.
         """
         if self._closed:
             raise self._gone_error()
+        if self._vnet:
+            self._write_vnet(packets)
+            return
         write = self._write_packet
         for packet in packets:
             try:
@@ -259,6 +412,39 @@ class LinuxTun:
         """Write one packet; raise OSError for a refusal."""
         if self._file.write(packet) is None:
             self._count("write_eagain")
+
+    def _write_vnet(self, packets: Sequence[bytes | memoryview]) -> None:
+        if self._gro:
+            units = _off.coalesce(packets, udp=self._uso, verify=self.verify_checksums)
+        else:
+            units = [[_off.ZERO_VNET_HDR, p] for p in packets]
+        writev = os.writev
+        fd = self._fd
+        stats = self.offload_stats
+        for unit in units:
+            segments = len(unit) - 2 if len(unit) > 2 else 1
+            try:
+                writev(fd, unit)
+            except OSError as exc:
+                if exc.errno in _GONE_ERRNOS:
+                    raise self._gone_error(exc) from exc
+                if segments > 1 and exc.errno == errno.EINVAL:
+                    self._gso_write_refused(unit)
+                    continue
+                self.stats[f"write_{_errname(exc.errno)}"] = (
+                    self.stats.get(f"write_{_errname(exc.errno)}", 0) + segments
+                )
+                continue
+            if segments > 1:
+                stats["gro_writes"] = stats.get("gro_writes", 0) + 1
+                stats["gro_segments"] = stats.get("gro_segments", 0) + segments
+
+    def _gso_write_refused(self, unit: list[bytes | memoryview]) -> None:
+        """A kernel that refuses our GSO writes (seen on 6.6.44-era kernels): stop merging."""
+        self._gro = False
+        self._count("gro_write_einval")
+        # Our own super-packet splits back into the packets it was made of.
+        self._write_vnet(_off.split_read(b"".join(unit)))
 
     def close(self) -> None:
         """Close the descriptor (a non-persistent interface disappears); idempotent."""
