@@ -18,6 +18,16 @@ Kernel behaviour this module relies on (checked on Linux 6.18):
   socket cannot be created at all (EAFNOSUPPORT, ``ipv6.disable=1``).
 * Unconnected UDP sockets do not report ICMP errors on receive, so a receive
   error other than EAGAIN is unexpected; it is counted and ends the batch.
+* UDP GSO: one ``sendmsg`` with a ``UDP_SEGMENT`` cmsg sends up to 64
+  equal-sized datagrams (the last may be shorter) to one address, also with
+  an IP_PKTINFO/IPV6_PKTINFO source cmsg beside it.  Older kernels fail it
+  with EIO when the egress device lacks checksum offload (6.18 does not: it
+  checksums in software; xfrm still gives EIO); GSO is then switched off for
+  the socket.  It fails with EINVAL when a segment would not fit the path
+  MTU (a plain datagram would be fragmented).  Both are resent one by one.
+* UDP GRO (``UDP_GRO`` socket option, used from Linux 5.12 as wireguard-go
+  does): one receive may return several same-sized datagrams from one
+  sender back to back, with their size in a ``(SOL_UDP, UDP_GRO)`` cmsg.
 """
 
 from __future__ import annotations
@@ -25,12 +35,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 import struct
 import sys
 from collections.abc import Sequence
 
-from ..constants import IO_BATCH_SIZE, UDP_BIND_PORT_ATTEMPTS, UDP_SOCKET_BUFFER_SIZE
+from ..constants import (
+    IO_BATCH_SIZE,
+    UDP_BIND_PORT_ATTEMPTS,
+    UDP_GSO_MAX_SEGMENTS,
+    UDP_SOCKET_BUFFER_SIZE,
+)
 from ..endpoint import Endpoint
 
 __all__ = ["UdpBind"]
@@ -46,15 +62,26 @@ _SO_MARK = 36
 _IP_PKTINFO = 8
 _IPV6_RECVPKTINFO = 49
 _IPV6_PKTINFO = 50
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
 # Plain ints: the socket module's enum members make hot-path arithmetic slow.
 _IPPROTO_IP = int(socket.IPPROTO_IP)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _AF_INET = int(socket.AF_INET)
 _MSG_TRUNC = int(socket.MSG_TRUNC)
+_MSG_PEEK = int(socket.MSG_PEEK)
 
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst (local), addr (header dst)
 _IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
 _ANC_SIZE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+_GRO_ANC_SIZE = socket.CMSG_SPACE(4)  # UDP_GRO carries an int
+#: Most datagrams the kernel merges into one GRO receive (UDP_GRO_CNT_MAX).
+_GRO_MAX_SEGMENTS = 64
+_INT = struct.Struct("=i")
+_GSO_SIZE = struct.Struct("=H")
+#: Largest UDP payload in one (GSO) send: 65535 minus IP and UDP headers.
+_MAX_PAYLOAD = {int(socket.AF_INET): 65535 - 20 - 8, int(socket.AF_INET6): 65535 - 8}
 _RECV_BUFFER_SIZE = 65536  # largest UDP payload plus one: MSG_TRUNC never hides data
 _CACHE_MAX = 4096
 
@@ -62,12 +89,53 @@ _CACHE_MAX = 4096
 #: ENETUNREACH is ambiguous (also "no route"); the retry without a source
 #: then fails the same way and is counted as such.
 _SOURCE_REFUSED = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENODEV})
+#: Errors after which a GSO send is retried one datagram at a time.
+_GSO_RETRY = _SOURCE_REFUSED | {errno.EIO, errno.EMSGSIZE}
 #: Errors meaning IPv6 is absent from this kernel or namespace.
 _NO_FAMILY = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
 
 
 def _errname(err: int | None) -> str:
     return errno.errorcode.get(err or 0, str(err)).lower()
+
+
+def _gro_size(anc: list[tuple[int, int, bytes]]) -> int:
+    """The segment size in a UDP_GRO cmsg, 0 without one."""
+    for level, kind, data in anc:
+        if level == _SOL_UDP and kind == _UDP_GRO:
+            if len(data) >= 4:
+                return int(_INT.unpack_from(data)[0])
+            if len(data) >= 2:
+                return int(_GSO_SIZE.unpack_from(data)[0])
+    return 0
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def _probe_gso(sock: socket.socket) -> bool:
+    """True when the socket accepts UDP_SEGMENT (TX offload), as wireguard-go probes."""
+    try:
+        sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Turn on UDP_GRO; True when it reads back as on.  Linux >= 5.12 only."""
+    if not _kernel_at_least(5, 12):
+        return False
+    try:
+        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+        return sock.getsockopt(_SOL_UDP, _UDP_GRO) == 1
+    except OSError:
+        return False
 
 
 class UdpBind:
@@ -79,12 +147,21 @@ class UdpBind:
     alone (logged).  Sends never raise for network-side failures: they are
     counted in :attr:`stats` by reason (``send_enetunreach``,
     ``source_fallback``, ``no_socket_ipv6``, ...).
+
+    With ``gso`` (Linux) :meth:`send_batch` merges runs of datagrams to one
+    endpoint into UDP_SEGMENT sends; with ``gro`` the sockets receive
+    coalesced datagrams, which :meth:`recv_batch` splits again.  Each is
+    used only where the kernel supports it (see :meth:`gso_enabled`,
+    :meth:`gro_enabled`).  :attr:`offload_stats` counts ``gso_sends`` and
+    ``gso_datagrams`` (datagrams in them), ``gro_reads`` and
+    ``gro_datagrams`` (receives holding more than one datagram).
     """
 
     port: int
     fwmark: int
     sticky: bool
     stats: dict[str, int]
+    offload_stats: dict[str, int]
 
     def __init__(
         self,
@@ -95,6 +172,8 @@ class UdpBind:
         buffer_size: int = UDP_SOCKET_BUFFER_SIZE,
         fwmark: int = 0,
         sticky: bool = True,
+        gso: bool = True,
+        gro: bool = True,
     ) -> None:
         """Open and bind the sockets (in the calling thread's namespace)."""
         if not 0 <= port <= 0xFFFF:
@@ -114,6 +193,12 @@ class UdpBind:
         self._bufs = {s.fileno(): memoryview(bytearray(_RECV_BUFFER_SIZE)) for s in socks}
         self._ep_cache: dict[object, Endpoint] = {}
         self._src_cache: dict[tuple[str, int], list[tuple[int, int, bytes]]] = {}
+        self.offload_stats = {}
+        # Per socket: UDP_SEGMENT usable (cleared on EIO), UDP_GRO on.
+        self._gso = {s.fileno(): gso and _LINUX and _probe_gso(s) for s in socks}
+        self._gro = {s.fileno(): gro and _LINUX and _enable_gro(s) for s in socks}
+        self._pending: dict[int, list[tuple[bytes, Endpoint]]] = {}
+        self._peek_buf = bytearray(1)
         if fwmark:
             try:
                 self.set_fwmark(fwmark)
@@ -204,8 +289,18 @@ class UdpBind:
             return []
         return list(self._by_fd)
 
-    def _count(self, reason: str) -> None:
-        self.stats[reason] = self.stats.get(reason, 0) + 1
+    def gso_enabled(self, family: int) -> bool:
+        """True while sends on the ``family`` socket use UDP_SEGMENT."""
+        sock = self._v4 if family == _AF_INET else self._v6
+        return sock is not None and self._gso.get(sock.fileno(), False)
+
+    def gro_enabled(self, family: int) -> bool:
+        """True when the ``family`` socket receives UDP_GRO-coalesced datagrams."""
+        sock = self._v4 if family == _AF_INET else self._v6
+        return sock is not None and self._gro.get(sock.fileno(), False)
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.stats[reason] = self.stats.get(reason, 0) + n
 
     # -- receive --------------------------------------------------------------------
 
@@ -216,6 +311,11 @@ class UdpBind:
 
         With ``sticky`` each Endpoint carries ``local`` (the address the
         datagram was sent to) and ``local_ifindex`` (where it arrived).
+        With GRO one receive can hold up to 64 datagrams.  A coalesced
+        receive that would overflow the batch is left queued in the kernel
+        when a peek shows it in time (the socket stays readable); otherwise
+        its surplus is kept and returned first by the next call, so at most
+        ``max_datagrams`` come back either way.
         Returns ``[]`` when nothing is queued or after :meth:`close`.
         """
         sock = self._by_fd.get(fd)
@@ -226,7 +326,9 @@ class UdpBind:
         out: list[tuple[bytes, Endpoint]] = []
         view = self._bufs[fd]
         try:
-            if self.sticky:
+            if self._gro[fd]:
+                self._recv_gro(sock, view, out, max_datagrams)
+            elif self.sticky:
                 self._recv_sticky(sock, view, out, max_datagrams)
             else:
                 self._recv_plain(sock, view, out, max_datagrams)
@@ -272,6 +374,68 @@ class UdpBind:
             if ep is None:
                 ep = self._remember(key, self._endpoint(addr, anc))
             out.append((bytes(view[:n]), ep))
+
+    def _recv_gro(
+        self, sock: socket.socket, view: memoryview, out: list[tuple[bytes, Endpoint]], limit: int
+    ) -> None:
+        fd = sock.fileno()
+        pending = self._pending.pop(fd, None)
+        if pending:
+            # Datagrams of an earlier super-datagram that did not fit that batch.
+            out.extend(pending[:limit])
+            if len(pending) > limit:
+                self._pending[fd] = pending[limit:]
+                return
+        recvmsg_into = sock.recvmsg_into
+        bufs = [view]
+        cache = self._ep_cache
+        sticky = self.sticky
+        anc_size = _GRO_ANC_SIZE + (_ANC_SIZE if sticky else 0)
+        stats = self.offload_stats
+        coalesced = False
+        while len(out) < limit:
+            room = limit - len(out)
+            if coalesced and room < _GRO_MAX_SEGMENTS and self._peek_count(sock, anc_size) > room:
+                return  # leave it queued: the socket stays readable for the next batch
+            try:
+                n, anc, flags, addr = recvmsg_into(bufs, anc_size)
+            except BlockingIOError:
+                return
+            if flags & _MSG_TRUNC:
+                self._count("recv_truncated")
+                continue
+            size = _gro_size(anc)
+            raw = b""
+            if sticky:
+                for level, _, data in anc:
+                    if level != _SOL_UDP:
+                        raw = data
+            key = (addr, raw) if sticky else addr
+            ep = cache.get(key)
+            if ep is None:
+                fresh = self._endpoint(addr, anc) if sticky else Endpoint.from_sockaddr(addr)
+                ep = self._remember(key, fresh)
+            coalesced = 0 < size < n
+            if not coalesced:
+                out.append((bytes(view[:n]), ep))
+                continue
+            # A GRO super-datagram: same-sized datagrams back to back, the last maybe shorter.
+            parts = [(bytes(view[i : min(i + size, n)]), ep) for i in range(0, n, size)]
+            stats["gro_reads"] = stats.get("gro_reads", 0) + 1
+            stats["gro_datagrams"] = stats.get("gro_datagrams", 0) + len(parts)
+            if len(parts) > room:
+                self._pending[fd] = parts[room:]
+                del parts[room:]
+            out.extend(parts)
+
+    def _peek_count(self, sock: socket.socket, anc_size: int) -> int:
+        """How many datagrams the next receive holds (0 if none), without taking it."""
+        try:
+            n, anc, _, _ = sock.recvmsg_into([self._peek_buf], anc_size, _MSG_PEEK | _MSG_TRUNC)
+        except BlockingIOError:
+            return 0
+        size = _gro_size(anc)
+        return (n + size - 1) // size if 0 < size < n else 1
 
     def _remember(self, key: object, ep: Endpoint) -> Endpoint:
         # Endpoint() parses text; cache by the raw address so that is done once.
@@ -348,10 +512,84 @@ class UdpBind:
             self._count(f"send_{_errname(exc.errno)}")
 
     def send_batch(self, items: Sequence[tuple[Endpoint, bytes | memoryview]]) -> None:
-        """Send each ``(endpoint, datagram)`` in order, as :meth:`send` does."""
+        """Send each ``(endpoint, datagram)`` in order, as :meth:`send` does.
+
+        With GSO, runs of consecutive datagrams to the same endpoint (and
+        source) with equal sizes, the last possibly shorter, at most 64 and
+        65507 (IPv6: 65527) bytes together, leave in one UDP_SEGMENT send.
+        """
         send = self.send
-        for endpoint, datagram in items:
-            send(datagram, endpoint)
+        count = len(items)
+        gso = self._gso
+        v4, v6 = self._v4, self._v6
+        i = 0
+        while i < count:
+            endpoint, datagram = items[i]
+            size = len(datagram)
+            j = i + 1
+            sock = v4 if endpoint.family == _AF_INET else v6
+            if j < count and size and sock is not None and gso.get(sock.fileno()):
+                limit = _MAX_PAYLOAD[endpoint.family]
+                total = size
+                local = endpoint.local
+                while j < count and j - i < UDP_GSO_MAX_SEGMENTS:
+                    ep2, d2 = items[j]
+                    if ep2 is not endpoint and not (
+                        ep2 == endpoint
+                        and ep2.local == local
+                        and ep2.local_ifindex == endpoint.local_ifindex
+                    ):
+                        break
+                    n2 = len(d2)
+                    if not n2 or n2 > size or total + n2 > limit:
+                        break
+                    total += n2
+                    j += 1
+                    if n2 < size:
+                        break  # a shorter datagram ends the run
+            if j - i == 1:
+                send(datagram, endpoint)
+            else:
+                assert sock is not None
+                self._send_gso(sock, items, i, j, size)
+            i = j
+
+    def _send_gso(
+        self,
+        sock: socket.socket,
+        items: Sequence[tuple[Endpoint, bytes | memoryview]],
+        start: int,
+        end: int,
+        size: int,
+    ) -> None:
+        """One UDP_SEGMENT sendmsg for ``items[start:end]``; on refusal, one by one."""
+        endpoint = items[start][0]
+        if self._closed:
+            self._count("closed", end - start)
+            return
+        cmsgs = [(_SOL_UDP, _UDP_SEGMENT, _GSO_SIZE.pack(size))]
+        if endpoint.local and self.sticky:
+            cmsgs = self._source_cmsg(endpoint) + cmsgs
+        try:
+            sock.sendmsg([d for _, d in items[start:end]], cmsgs, 0, endpoint.sockaddr())
+        except OSError as exc:
+            err = exc.errno
+            if err == errno.EIO:
+                # UDP_SEGMENT needs checksum offload on the egress device.
+                self._gso[sock.fileno()] = False
+                self._count("gso_disabled")
+                log.info("UDP GSO refused (EIO); sending datagrams one by one")
+            elif err not in _GSO_RETRY:
+                self._count(f"send_{_errname(err)}", end - start)
+                return
+            # EINVAL: a segment too big for the path MTU, or the source; EMSGSIZE.
+            send = self.send
+            for ep, datagram in items[start:end]:
+                send(datagram, ep)
+            return
+        stats = self.offload_stats
+        stats["gso_sends"] = stats.get("gso_sends", 0) + 1
+        stats["gso_datagrams"] = stats.get("gso_datagrams", 0) + end - start
 
     # -- control ----------------------------------------------------------------------
 
@@ -374,6 +612,7 @@ class UdpBind:
             if sock is not None:
                 sock.close()
         self._ep_cache.clear()
+        self._pending.clear()
 
     def __enter__(self) -> UdpBind:
         return self
