@@ -13,7 +13,8 @@ Environment: ``LOG_LEVEL`` = ``verbose``/``debug``, ``info``, ``error``
 (default) or ``silent``; ``WGPY_LOG_FILE`` sends a daemon's log to a file;
 ``WGPY_FORCE_UNDER_LOAD=1`` is a debug switch that makes every handshake
 require a cookie (it exercises the DoS path); ``WGPY_MTU`` sets the initial
-TUN MTU (default 1420).
+TUN MTU (default 1420); ``WGPY_INSECURE_TEST_RNG_SEED`` makes the RNG a
+seeded stream, for recording test transcripts only (it makes keys predictable).
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
         if ready is not None:
             ready(error)
 
+    # Handle SIGTERM/SIGINT from the very start, so a signal that arrives
+    # while the interface is still being set up also ends it cleanly.
+    stopping: list[Callable[[], None]] = []
+    requested: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        requested.append(signum)
+        for stop in stopping:
+            stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
     try:
         mtu = int(os.environ.get("WGPY_MTU", DEFAULT_MTU))
         tun = LinuxTun.create(name, mtu=mtu)
@@ -94,13 +109,12 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
         report(f"failed to start {name!r}: {exc}")
         return 1
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+    stopping.append(iface.stop)
+    if requested:
         iface.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("interface %s up: UDP port %d, UAPI %s", tun.name, iface.get_listen_port(), server.path)
+    log.info(
+        "interface %s up: UDP port %d, UAPI %s", tun.name, iface.get_listen_port(), server.path
+    )
     report(None)
     try:
         reason = iface.run()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
 from wgpy.device import Device, Event, Output
 from wgpy.net.udp import UdpBind
-from wgpy.rng import Rng
+from wgpy.rng import Rng, SeededRng
 from wgpy.tun.base import TunClosed, TunDevice
 
 __all__ = ["Interface", "monotonic"]
@@ -54,6 +55,8 @@ def monotonic() -> float:
 _MAX_BATCHES_PER_WAKEUP = 8
 #: Upper bound on a select() wait, for link-state polling.
 _POLL_INTERVAL = 1.0
+#: rtnetlink multicast group of link events.
+_RTMGRP_LINK = 1
 
 
 class Interface:
@@ -75,6 +78,12 @@ class Interface:
     ) -> None:
         self.tun = tun
         self.name = tun.name
+        seed = os.environ.get("WGPY_INSECURE_TEST_RNG_SEED")
+        if rng is None and seed:
+            # Test-only switch for recording reproducible transcripts: every
+            # ephemeral key becomes predictable, so never use it for real.
+            log.warning("%s: WGPY_INSECURE_TEST_RNG_SEED is set: keys are predictable", tun.name)
+            rng = SeededRng(seed.encode())
         self.device = Device(private_key, rng=rng, mtu=tun.mtu or DEFAULT_MTU)
         self.lock = threading.RLock()
         self.udp: UdpBind | None = None
@@ -181,6 +190,9 @@ class Interface:
         self._selector = sel
         sel.register(self.tun.fileno(), selectors.EVENT_READ, "tun")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        link_watch = self._open_link_watch()
+        if link_watch is not None:
+            sel.register(link_watch, selectors.EVENT_READ, "link")
         self._sync_udp_registrations()
         last_poll = monotonic()
         reason = "stopped"
@@ -203,6 +215,12 @@ class Interface:
                         elif what == "wake":
                             with contextlib.suppress(BlockingIOError, OSError):
                                 os.read(self._wake_r, 4096)
+                        elif what == "link" and link_watch is not None:
+                            # Any link change: re-read our state at once.
+                            with contextlib.suppress(BlockingIOError, OSError):
+                                while link_watch.recv(65536):
+                                    pass
+                            self._poll_link(*self.clock())
                         else:
                             self._on_udp(key.fd)
                     now, wall = self.clock()
@@ -217,8 +235,23 @@ class Interface:
         finally:
             sel.close()
             self._selector = None
+            if link_watch is not None:
+                link_watch.close()
         self.closed_reason = reason
         return reason
+
+    def _open_link_watch(self) -> socket.socket | None:
+        """A netlink socket that wakes the loop on link changes (Linux), so the
+        device follows ``ip link set up/down`` without polling delay."""
+        if self._is_link_up is None or not hasattr(socket, "AF_NETLINK"):
+            return None
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.bind((0, _RTMGRP_LINK))
+            sock.setblocking(False)
+        except OSError:
+            return None
+        return sock
 
     def _new_out(self) -> Output:
         out = self._out
@@ -246,6 +279,8 @@ class Interface:
             if not packets:
                 return
             now, wall = self.clock()
+            if not device.up:
+                self._poll_link(now, wall)
             self._flush(device.send(packets, now, wall, self._new_out()))
             if len(packets) < IO_BATCH_SIZE:
                 return
