@@ -35,6 +35,7 @@ from wgpy.constants import (
     INITIATION_SIZE,
     KEY_LEN,
     MAX_PEERS,
+    MAX_STAGED_PACKETS,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
@@ -47,6 +48,7 @@ from wgpy.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
     ROUTE_CACHE_MAX,
     TRANSPORT_HEADER_SIZE,
+    TRANSPORT_MIN_SIZE,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_HANDSHAKES,
 )
@@ -63,7 +65,7 @@ from wgpy.noise.handshake import (
     derive_transport_keys,
     initial_hash,
 )
-from wgpy.noise.keypair import Keypair, padding_for
+from wgpy.noise.keypair import Keypair
 from wgpy.noise.messages import (
     MAC1_OFFSET_INITIATION,
     MAC1_OFFSET_RESPONSE,
@@ -331,7 +333,7 @@ class Device:
             stats["tx_dropped_down"] += sum(1 for _ in packets)
             return out
         routes = self._route_table()
-        touched: dict[Peer, None] = {}
+        per_peer: dict[Peer, list[bytes]] = {}
         for pkt in packets:
             n = len(pkt)
             version = pkt[0] >> 4 if n else 0
@@ -349,13 +351,13 @@ class Device:
                 stats["tx_dropped_no_route"] += 1
                 continue
             assert isinstance(peer, Peer)
-            staged = peer.staged
-            if len(staged) == staged.maxlen:
-                stats["tx_dropped_staged_full"] += 1
-            staged.append(pkt)
-            touched[peer] = None
-        for peer in touched:
-            self._send_staged(peer, now, wall_ns, out)
+            batch = per_peer.get(peer)
+            if batch is None:
+                per_peer[peer] = [pkt]
+            else:
+                batch.append(pkt)
+        for peer, batch in per_peer.items():
+            self._send_staged(peer, now, wall_ns, out, batch)
             self._schedule(peer)
         return out
 
@@ -372,33 +374,128 @@ class Device:
         if not self._up or self._static is None:
             self.stats["rx_dropped_down"] += sum(1 for _ in datagrams)
             return out
-        batch = datagrams if isinstance(datagrams, list) else list(datagrams)
-        under_load = self._update_load(batch, now)
-        touched: dict[Peer, None] = {}
-        for data, source in batch:
+        stats = self.stats
+        index = self._index
+        routes = self._route_table()
+        packets_out = out.packets
+        # Per-batch bookkeeping: peers heard from (with the source of their
+        # last authenticated packet) and peers that sent data.
+        heard: dict[Peer, Endpoint] = {}
+        sent_data: dict[Peer, None] = {}
+        last_kp: Keypair | None = None
+        last_kp_live = False
+        for data, source in datagrams:
             try:
-                kind = message_type(data)
-                if kind == MESSAGE_TRANSPORT:
-                    peer = self._receive_transport(data, source, now, wall_ns, out)
-                elif kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
-                    peer = self._receive_handshake(
-                        kind, data, source, under_load, now, wall_ns, out
-                    )
-                elif kind == MESSAGE_COOKIE_REPLY:
-                    self._receive_cookie_reply(data, now)
-                    peer = None
+                n = len(data)
+                kind = _unpack_transport(data)[0] if n >= TRANSPORT_MIN_SIZE else 0
+                if kind != MESSAGE_TRANSPORT:
+                    peer = self._receive_other(data, source, now, wall_ns, out)
+                    if peer is not None:
+                        heard[peer] = peer.endpoint or source
+                    continue
+                # -- transport: the per-packet hot path ------------------------
+                _, receiver, counter = _unpack_transport(data)
+                entry = index.get(receiver)
+                if entry is None or (kp := entry[1]) is None:
+                    stats["rx_dropped_unknown_index"] += 1
+                    continue
+                if kp is not last_kp:
+                    last_kp, last_kp_live = kp, not kp.expired(now)
+                if not last_kp_live or counter >= REJECT_AFTER_MESSAGES:
+                    stats["rx_dropped_expired"] += 1
+                    continue
+                plain = kp.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
+                if plain is None:
+                    stats["rx_dropped_auth"] += 1
+                    continue
+                # Only now, after authentication, may the counter touch the window.
+                if not kp.replay.validate(counter):
+                    stats["rx_dropped_replay"] += 1
+                    continue
+                peer = entry[0]
+                # Roaming: the endpoint follows authenticated packets, even
+                # ones the source filter below drops (as netns.sh asserts).
+                heard[peer] = source
+                if kp is peer.keypairs.next:
+                    self._confirm(peer, kp, source, now, wall_ns, out)
+                m = len(plain)
+                if m == 0:
+                    peer.rx_bytes += n
+                    stats["rx_keepalive"] += 1
+                    continue
+                sent_data[peer] = None
+                version = plain[0] >> 4
+                if version == 4 and m >= 20:
+                    length = (plain[2] << 8) | plain[3]
+                    src = plain[12:16]
+                    if length < 20:
+                        length = m + 1  # rejected below
+                elif version == 6 and m >= 40:
+                    length = 40 + ((plain[4] << 8) | plain[5])
+                    src = plain[8:24]
                 else:
-                    self.stats["rx_dropped_framing"] += 1
-                    peer = None
+                    stats["rx_dropped_invalid_packet"] += 1
+                    continue
+                if length > m:
+                    stats["rx_dropped_invalid_packet"] += 1
+                    continue
+                # Cryptokey routing: the inner source must belong to this peer.
+                routed = routes.get(src, False)
+                if routed is False:
+                    routed = self._lookup(src)
+                if routed is not peer:
+                    stats["rx_dropped_source_filter"] += 1
+                    continue
+                peer.rx_bytes += n
+                packets_out.append(plain if length == m else plain[:length])
             except Exception:  # a bug must never stop the engine on remote input
-                self.stats["rx_dropped_internal_error"] += 1
+                stats["rx_dropped_internal_error"] += 1
                 log.exception("internal error while processing a datagram")
-                peer = None
-            if peer is not None:
-                touched[peer] = None
-        for peer in touched:
+        for peer, source in heard.items():
+            if peer.removed:
+                continue
+            peer.endpoint = source
+            timers = peer.timers
+            timers.any_authenticated_packet_received(now)
+            timers.any_authenticated_packet_traversal(now)
+            if peer in sent_data:
+                timers.data_received(now)
+            # The original initiator starts one last handshake before expiry.
+            cur = peer.keypairs.current
+            if (
+                cur is not None
+                and cur.initiator
+                and not peer.sent_lastminute_handshake
+                and now - cur.created >= REKEY_ON_RECEIVE_AGE
+            ):
+                peer.sent_lastminute_handshake = True
+                self._send_initiation(peer, False, now, wall_ns, out)
             self._schedule(peer)
         return out
+
+    def _receive_other(
+        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
+    ) -> Peer | None:
+        """Handshake messages, cookie replies and malformed datagrams."""
+        kind = message_type(data)
+        if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            under_load = self._handshake_arrived(now)
+            return self._receive_handshake(kind, data, source, under_load, now, wall_ns, out)
+        if kind == MESSAGE_COOKIE_REPLY:
+            self._receive_cookie_reply(data, now)
+        else:
+            self.stats["rx_dropped_framing"] += 1
+        return None
+
+    def _confirm(
+        self, peer: Peer, kp: Keypair, source: Endpoint, now: float, wall_ns: int, out: Output
+    ) -> None:
+        """Key confirmation: the initiator used the session parked in next."""
+        for old in peer.keypairs.confirm(kp):
+            self._drop_keypair(old)
+        peer.endpoint = source
+        self._handshake_complete(peer, now, wall_ns, out)
+        self._send_staged(peer, now, wall_ns, out)
 
     def handle_timers(self, now: float, wall_ns: int, out: Output | None = None) -> Output:
         """Run every timer that expired at or before ``now``."""
@@ -456,45 +553,59 @@ class Device:
         peer.tx_bytes += len(datagram)
         return True
 
-    def _send_staged(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
-        """Encrypt staged packets with the current session, or start one."""
-        if not peer.staged_count:
-            return
+    def _send_staged(
+        self,
+        peer: Peer,
+        now: float,
+        wall_ns: int,
+        out: Output,
+        fresh: list[bytes] | None = None,
+    ) -> None:
+        """Encrypt staged packets, then ``fresh`` ones, with the current
+        session; without a usable session, stage them and start one."""
         kp = peer.keypairs.current
-        if kp is None or not kp.can_send(now):
-            self._send_initiation(peer, False, now, wall_ns, out)
+        usable = kp is not None and kp.can_send(now)
+        if peer.staged_count or not usable:
+            if fresh:
+                staged = peer.staged
+                overflow = len(staged) + len(fresh) - MAX_STAGED_PACKETS
+                if overflow > 0:
+                    self.stats["tx_dropped_staged_full"] += overflow
+                staged.extend(fresh)
+            if not peer.staged_count:
+                return
+            if not usable:
+                self._send_initiation(peer, False, now, wall_ns, out)
+                return
+            pending = list(peer.staged)
+            peer.clear_staged()
+        elif fresh:
+            pending = fresh
+        else:
             return
-        staged = peer.staged
+        assert kp is not None
         ep = peer.endpoint
         if ep is None:
-            self.stats["tx_dropped_no_endpoint"] += peer.clear_staged()
+            self.stats["tx_dropped_no_endpoint"] += len(pending)
             return
-        mtu = self.mtu
-        datagrams = out.datagrams
-        sent_data = False
-        tx = 0
-        while staged:
-            if kp.send_counter >= REJECT_AFTER_MESSAGES:
-                break  # exhausted: keep the rest staged for the next session
-            pkt = staged.popleft()
-            msg = kp.seal(pkt, padding_for(len(pkt), mtu))
-            datagrams.append((ep, msg))
-            tx += len(msg)
-            if pkt:
-                sent_data = True
-        peer.tx_bytes += tx
+        msgs = kp.seal_batch(pending, self.mtu)
+        sent = len(msgs)
+        out.datagrams.extend([(ep, m) for m in msgs])
+        peer.tx_bytes += sum(map(len, msgs))
+        if sent < len(pending):  # counter exhausted: keep the rest for the next session
+            peer.staged.extend(pending[sent:])
         timers = peer.timers
-        if sent_data:
+        if sent and any(pending[:sent]):
             timers.data_sent(now)
         timers.any_authenticated_packet_traversal(now)
         timers.any_authenticated_packet_sent(now)
         # Keep the key fresh: rekey after enough messages, or if we initiated
-        # this session and it is older than REKEY_AFTER_TIME.
-        # Packets still staged mean the counter ran out: a new session is due.
+        # this session and it is older than REKEY_AFTER_TIME.  Packets still
+        # staged mean the counter ran out: a new session is due as well.
         if (
             kp.send_counter > REKEY_AFTER_MESSAGES
             or (kp.initiator and now - kp.created >= REKEY_AFTER_TIME)
-            or staged
+            or sent < len(pending)
         ):
             self._send_initiation(peer, False, now, wall_ns, out)
 
@@ -571,94 +682,19 @@ class Device:
     # Receiving
     # ------------------------------------------------------------------
 
-    def _update_load(self, batch: list[tuple[bytes, Endpoint]], now: float) -> bool:
-        count = 0
-        for data, _ in batch:
-            if data[:1] in (b"\x01", b"\x02"):
-                count += 1
-        if count:
-            if not 0 <= now - self._load_window_start < 1.0:
-                self._load_window_start = now
-                self._load_window_count = 0
-            self._load_window_count += count
-            if self._load_window_count >= UNDER_LOAD_HANDSHAKES:
-                self._under_load_until = now + UNDER_LOAD_AFTER_TIME
-        return self.under_load(now)
+    def _handshake_arrived(self, now: float) -> bool:
+        """Count a handshake message; True if the device is under load.
 
-    def _receive_transport(
-        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
-    ) -> Peer | None:
-        stats = self.stats
-        _, receiver, counter = _unpack_transport(data)
-        entry = self._index.get(receiver)
-        kp = entry[1] if entry is not None else None
-        if entry is None or kp is None:
-            stats["rx_dropped_unknown_index"] += 1
-            return None
-        peer = entry[0]
-        if counter >= REJECT_AFTER_MESSAGES or kp.expired(now):
-            stats["rx_dropped_expired"] += 1
-            return None
-        plain = kp.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
-        if plain is None:
-            stats["rx_dropped_auth"] += 1
-            return None
-        # Only now, after authentication, may the counter touch the window.
-        if not kp.replay.validate(counter):
-            stats["rx_dropped_replay"] += 1
-            return None
-        timers = peer.timers
-        if kp is peer.keypairs.next:
-            # Key confirmation: the initiator used the new session.
-            for old in peer.keypairs.confirm(kp):
-                self._drop_keypair(old)
-            self._handshake_complete(peer, now, wall_ns, out)
-            self._send_staged(peer, now, wall_ns, out)
-        # The original initiator starts one last handshake before expiry.
-        cur = peer.keypairs.current
-        if (
-            cur is not None
-            and cur.initiator
-            and not peer.sent_lastminute_handshake
-            and now - cur.created >= REKEY_ON_RECEIVE_AGE
-        ):
-            peer.sent_lastminute_handshake = True
-            self._send_initiation(peer, False, now, wall_ns, out)
-        # Roaming: the endpoint follows authenticated packets, even ones the
-        # source filter below drops (as the kernel's netns.sh asserts).
-        peer.endpoint = source
-        timers.any_authenticated_packet_received(now)
-        timers.any_authenticated_packet_traversal(now)
-        n = len(plain)
-        if n == 0:
-            peer.rx_bytes += len(data)
-            stats["rx_keepalive"] += 1
-            return peer
-        timers.data_received(now)
-        version = plain[0] >> 4
-        if version == 4 and n >= 20:
-            length = (plain[2] << 8) | plain[3]
-            src = plain[12:16]
-            if length < 20:
-                length = n + 1  # rejected below
-        elif version == 6 and n >= 40:
-            length = 40 + ((plain[4] << 8) | plain[5])
-            src = plain[8:24]
-        else:
-            stats["rx_dropped_invalid_packet"] += 1
-            return peer
-        if length > n:
-            stats["rx_dropped_invalid_packet"] += 1
-            return peer
-        routed = self._route_table().get(src, False)
-        if routed is False:
-            routed = self._lookup(src)
-        if routed is not peer:
-            stats["rx_dropped_source_filter"] += 1
-            return peer
-        peer.rx_bytes += len(data)
-        out.packets.append(plain if length == n else plain[:length])
-        return peer
+        The references measure their handshake queue depth; the core has no
+        queue, so it counts arrivals per second instead.
+        """
+        if not 0 <= now - self._load_window_start < 1.0:
+            self._load_window_start = now
+            self._load_window_count = 0
+        self._load_window_count += 1
+        if self._load_window_count >= UNDER_LOAD_HANDSHAKES:
+            self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+        return self.under_load(now)
 
     def _receive_handshake(
         self,

@@ -21,13 +21,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wgpy.constants import (
-    AEAD_TAG_LEN,
     KEY_LEN,
     MESSAGE_PADDING_MULTIPLE,
     MESSAGE_TRANSPORT,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
-    TRANSPORT_HEADER_SIZE,
 )
 from wgpy.noise.messages import TRANSPORT_HEADER
 from wgpy.noise.primitives import AEAD_NONCE
@@ -36,7 +34,7 @@ from wgpy.replay import ReplayWindow
 __all__ = ["Keypair", "Keypairs", "padding_for"]
 
 _ZEROS: Final = bytes(MESSAGE_PADDING_MULTIPLE)
-_pack_header = TRANSPORT_HEADER.pack_into
+_pack_header = TRANSPORT_HEADER.pack
 _pack_nonce = AEAD_NONCE.pack
 
 
@@ -109,13 +107,36 @@ class Keypair:
         self.send_counter = counter + 1
         if padding:
             plaintext = bytes(plaintext) + _ZEROS[:padding]
-        n = len(plaintext)
-        out = bytearray(TRANSPORT_HEADER_SIZE + n + AEAD_TAG_LEN)
-        _pack_header(out, 0, MESSAGE_TRANSPORT, self.remote_index, counter)
-        aead.encrypt_into(
-            _pack_nonce(counter), plaintext, None, memoryview(out)[TRANSPORT_HEADER_SIZE:]
+        return _pack_header(MESSAGE_TRANSPORT, self.remote_index, counter) + aead.encrypt(
+            _pack_nonce(counter), plaintext, None
         )
-        return bytes(out)
+
+    def seal_batch(self, packets: list[bytes], mtu: int) -> list[bytes]:
+        """Encrypt packets in order, each padded for ``mtu``, into transport
+        messages; stops early (returning fewer) if the counter reaches
+        REJECT_AFTER_MESSAGES.  This is the per-packet hot path."""
+        aead = self._send_aead
+        assert aead is not None
+        encrypt = aead.encrypt
+        remote = self.remote_index
+        counter = self.send_counter
+        limit = REJECT_AFTER_MESSAGES
+        kind = MESSAGE_TRANSPORT
+        out: list[bytes] = []
+        append = out.append
+        for pkt in packets:
+            if counter >= limit:
+                break
+            n = len(pkt)
+            pad = -n & 15
+            if n + pad > mtu:
+                pad = padding_for(n, mtu)
+            if pad:
+                pkt = bytes(pkt) + _ZEROS[:pad]
+            append(_pack_header(kind, remote, counter) + encrypt(_pack_nonce(counter), pkt, None))
+            counter += 1
+        self.send_counter = counter
+        return out
 
     def open(self, counter: int, ciphertext: bytes | memoryview) -> bytes | None:
         """Decrypt a transport payload; None if it does not authenticate.
