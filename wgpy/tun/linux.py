@@ -10,9 +10,11 @@ then return a 64 KiB super-packet, which :mod:`wgpy.tun.offload` cuts into
 MTU-sized, checksum-complete packets; a write batch has its same-flow
 packets merged back into super-packets.  To the caller nothing changes: IP
 packets of at most MTU bytes in both directions.  Without offload each read
-returns one IP packet and each write injects one.  Interface ioctls (MTU, flags, index) go through a
-datagram socket opened at creation time, so they address the interface in the
-network namespace the device was created in, whichever thread calls them later.
+returns one IP packet and each write injects one.
+
+Interface ioctls (MTU, flags, index) go through a datagram socket opened at
+creation time, so they address the interface in the network namespace the
+device was created in, whichever thread calls them later.
 
 Kernel behaviour this module relies on (checked on Linux 6.18):
 
@@ -29,7 +31,8 @@ Kernel behaviour this module relies on (checked on Linux 6.18):
 * A read with IFF_VNET_HDR returns the 10-byte virtio_net_hdr first; its
   ``hdr_len`` is not trusted (wireguard-go saw it cover the whole first
   packet on the forwarding path).  Writes need the header too (all zero for
-  a plain packet); a GSO write with fewer than two segments is refused.
+  a plain packet).  A GSO write (NEEDS_CSUM, pseudo-header sum in the
+  checksum field) enters the stack as one skb; TCP receive takes it whole.
 """
 
 from __future__ import annotations
