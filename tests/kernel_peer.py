@@ -396,6 +396,15 @@ def _classify_up_failure(stderr: str) -> str:
     return " | ".join(tail) or "kernel-wg-peer.sh up failed"
 
 
+def _is_config_failure(kwg_fail: str) -> bool:
+    """True for the VM's setup steps that apply our arguments to wg0.
+
+    The others (insmod, no network device, services) mean the kernel or the
+    image does not suit this machine: the peer is unavailable, not wrong.
+    """
+    return kwg_fail.startswith(("wg set", "wg setconf", "addr ", "wg0 up"))
+
+
 def _parse_summary(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -552,9 +561,13 @@ def kernel_peer(
             pid_holder.append(int(summary["KWG_PID"]))
         if proc.returncode != 0:
             reason = _classify_up_failure(err)
-            if "VM setup failed" in reason:
-                # KWG-FAIL: the VM booted but rejected our configuration.
-                raise KernelPeerError(f"kernel peer setup failed: {reason}\n{err[-3000:]}")
+            fail = re.findall(r"KWG-FAIL: (.*)", err)
+            if fail and _is_config_failure(fail[-1]):
+                # The VM booted but its wg0 rejected our configuration: a bug
+                # in the caller, not a missing capability of this machine.
+                raise KernelPeerError(f"kernel peer rejected its configuration: {fail[-1]}\n{err}")
+            if fail:
+                reason = f"{reason}: {fail[-1].strip()}"
             raise KernelPeerUnavailable(timeout, reason)
 
         vm = KernelPeer(
