@@ -275,6 +275,9 @@ PEER_BAD = [
     "endpoint=[::1]:65536",
     "endpoint=[::1]:+1",
     "endpoint=[fe80::1%]:1",
+    "endpoint=[fe80::1%nosuchif0]:1",  # a scope must resolve
+    "endpoint=[fe80::1%4294967296]:1",
+    "endpoint=[fe80::1%a]b]:1",
     "endpoint=1.2.3.4%eth0:1",
     "endpoint=01.2.3.4:1",
     "endpoint=[::1:80",
@@ -579,7 +582,7 @@ allowed_ip=1:0:0:1::/64
         ("1.2.3.4:51820", "1.2.3.4:51820"),
         ("[2001:DB8::1]:1", "[2001:db8::1]:1"),
         ("[fe80::1%2]:51820", "[fe80::1%2]:51820"),
-        ("[fe80::1%eth0]:7", "[fe80::1%eth0]:7"),
+        ("[fe80::1%lo]:7", "[fe80::1%lo]:7"),
         ("1.2.3.4:00080", "1.2.3.4:80"),
         # wgpy.endpoint keeps one form for IPv4 peers; wireguard-go would
         # print "[::ffff:1.2.3.4]:9" here.
@@ -733,7 +736,7 @@ _VALUES = st.one_of(
             "-fd00::/8",
             "::/0",
             "1.2.3.4:5",
-            "[fe80::1%eth0]:9",
+            "[fe80::1%lo]:9",
             "",
         ]
     ),
@@ -793,7 +796,7 @@ def converse(path: str, payload: bytes, shut: bool = True) -> bytes:
         s.sendall(payload)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = s.recv(65536)
             if not chunk:
@@ -1046,3 +1049,52 @@ def test_server_rejects_bad_names(tmp_path: Path) -> None:
     for name in ("", "a/b", ".."):
         with pytest.raises(ValueError):
             UapiServer(name, FakeBackend(), directory=str(tmp_path))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from([b"get=1\n", b"set=1\n", b"\n", b"=", b"\r\n", b"public_key="]),
+            st.sampled_from([f"public_key={hexkey(1)}\n".encode(), b"allowed_ip=10.0.0.0/8\n"]),
+        ),
+        max_size=12,
+    )
+)
+def test_fuzz_raw_bytes_never_break_the_server(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[bytes]
+) -> None:
+    directory = tmp_path_factory.mktemp("fz")
+    b = FakeBackend()
+    with UapiServer("wgfz", b, directory=str(directory)) as server:
+        answer = converse(server.path, b"".join(chunks))
+        # Whatever came back is a sequence of complete answers.
+        assert answer == b"" or answer.endswith(b"\n\n")
+        for part in answer.split(b"\n\n")[:-1]:
+            assert part.split(b"\n")[-1].startswith(b"errno=")
+        check_consistent(b.device)
+        assert UapiClient(server.path).get_text().endswith("errno=0\n\n")
+
+
+def test_parallel_clients(served: tuple[FakeBackend, UapiServer, UapiClient]) -> None:
+    b, server, _ = served
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            client = UapiClient(server.path)
+            for i in range(20):
+                client.set([f"public_key={hexkey(n)}", f"allowed_ip=10.{n}.{i}.0/24"])
+                assert client.get().peer(pub(n)) is not None
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(b.device.peers) == 8 and len(b.device.allowed_ips) == 8 * 20
+    check_consistent(b.device)

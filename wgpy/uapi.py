@@ -26,12 +26,22 @@ Entry points: :func:`uapi_get` and :func:`uapi_set` work on any
 :class:`UapiServer` serves them on a Unix socket; :class:`UapiClient` is the
 matching client for our CLI and tests.
 
-Differences from wireguard-go, on purpose: peers come out in insertion order
-(go walks a map, so its order is random); a set operation is applied in
-batches under the backend lock, never holding it while waiting for the
-client; turning on persistent keepalive sends the immediate keepalive only
-to the peer whose interval was turned on (go keeps the flag across peers of
-one request); an over-long line ends the connection after the EIO answer.
+Differences from wireguard-go (current master), on purpose:
+
+* peers come out in insertion order (go walks a map: random order);
+* a set is applied in batches under the backend lock, which is never held
+  while waiting for the client (go's ipcMutex is separate from its data
+  path; ours is not);
+* the immediate keepalive goes only to a peer whose interval this request
+  turned on (go's pkaOn flag survives into the following peer blocks, so it
+  also pokes those peers); when a later line fails, the interval given
+  before it is still applied and its keepalive sent (go skips the
+  keepalive then);
+* an IPv6 endpoint zone must be a number or an existing interface name (as
+  the Linux bind of wireguard-go 0.0.2022 required; current go accepts any
+  text and fails when sending);
+* IPv4-mapped endpoints are shown as IPv4 (wgpy.endpoint keeps one form);
+* an over-long line (> UAPI_MAX_LINE) answers EIO and ends the connection.
 """
 
 from __future__ import annotations
@@ -195,7 +205,7 @@ def _parse_prefix(value: str) -> tuple[bytes, int] | None:
 def _parse_endpoint(value: str) -> Endpoint | None:
     """``a.b.c.d:port`` or ``[v6(%zone)]:port``, numeric only, as
     netip.ParseAddrPort accepts it (brackets exactly for IPv6, a non-empty
-    zone only on IPv6)."""
+    zone only on IPv6), and a zone that resolves (see :func:`_zone_ok`)."""
     host, colon, port_text = value.rpartition(":")
     if not colon or not host or not port_text:
         return None
@@ -211,11 +221,26 @@ def _parse_endpoint(value: str) -> Endpoint | None:
     six = ":" in addr
     if six != bracketed or (pct and (not zone or not six)):
         return None
+    if zone and not _zone_ok(zone):
+        return None
     try:
         socket.inet_pton(socket.AF_INET6 if six else socket.AF_INET, addr)
         return Endpoint(host, port)
     except (OSError, ValueError):
         return None
+
+
+def _zone_ok(zone: str) -> bool:
+    """A scope must be a u32 index or an existing interface's name (as
+    wireguard-go's Linux bind required), so sending to it cannot fail later
+    for a name nobody can resolve."""
+    if zone.isascii() and zone.isdigit():
+        return len(zone) <= 10 and int(zone) <= _U32_MAX
+    try:
+        socket.if_nametoindex(zone)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _format_addr(addr: bytes) -> str:
