@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from kernel_peer import (
 # name -> command prefix; the interface name is appended.
 IMPLEMENTATIONS: dict[str, tuple[str, ...]] = {
     "wireguard-go": ("wireguard-go", "-f"),
+    "wgpy": (sys.executable, "-m", "wgpy.runtime.daemon", "-f"),
 }
 
 # Addresses inside the tunnel (the TAP link itself is 10.201.0.0/24).
