@@ -872,13 +872,30 @@ def test_get_with_trailing_character_is_einval_then_continues(
     assert converse(server.path, b"get=1\nxget=1\n\n") == b"errno=-22\n\nerrno=0\n\n"
 
 
-def test_after_an_error_the_rest_is_read_as_an_operation(
+def test_after_a_failed_set_the_connection_closes(
     served: tuple[FakeBackend, UapiServer, UapiClient],
 ) -> None:
     b, server, _ = served
     payload = f"set=1\nbogus=1\npublic_key={hexkey(1)}\n\n".encode()
-    assert converse(server.path, payload) == b"errno=-22\n\n"  # then closed
+    assert converse(server.path, payload) == b"errno=-22\n\n"
     assert b.device.peers == []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(server.path)
+        s.sendall(b"set=1\nbogus=1\n")
+        assert s.recv(100) == b"errno=-22\n\n"
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(b"get=1\n\n")
+        assert s.recv(100) == b""
+
+
+def test_operations_pipelined_after_a_set_are_served(
+    served: tuple[FakeBackend, UapiServer, UapiClient],
+) -> None:
+    _, server, _ = served
+    answer = converse(server.path, f"set=1\npublic_key={hexkey(1)}\n\nget=1\n\n".encode())
+    assert answer.startswith(b"errno=0\n\npublic_key=")
+    assert answer.endswith(b"errno=0\n\n")
 
 
 def test_set_ended_by_eof_succeeds(

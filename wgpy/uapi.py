@@ -41,6 +41,10 @@ Differences from wireguard-go (current master), on purpose:
   the Linux bind of wireguard-go 0.0.2022 required; current go accepts any
   text and fails when sending);
 * IPv4-mapped endpoints are shown as IPv4 (wgpy.endpoint keeps one form);
+* after a failed set the connection is closed (go reads the rest as a new
+  operation, after its line scanner swallowed whatever it had buffered, so
+  in practice it closes too); operations pipelined after a successful set
+  are served (go's scanner swallows them);
 * an over-long line (> UAPI_MAX_LINE) answers EIO and ends the connection.
 """
 
@@ -922,7 +926,9 @@ class UapiServer:
                     if err or end or op.done:
                         op.finish()
                 if err:
-                    return err, not read_error
+                    # The rest of the request is unread garbage: close after
+                    # answering (go's scanner has usually swallowed it too).
+                    return err, False
                 if read_error:
                     return UAPI_EIO, False
                 if end or op.done:
