@@ -268,44 +268,58 @@ def _format_addr(addr: bytes) -> str:
 
 def uapi_get(backend: UapiBackend) -> str:
     """The full answer to ``get=1``, ending with ``errno=0`` and a blank line."""
+    # Take a consistent snapshot under the lock; format it after releasing
+    # the lock (formatting 100k prefixes takes longer than copying them).
     with backend.lock:
         dev = backend.device
-        lines: list[str] = []
-        put = lines.append
         private = dev.private_key
-        if private is not None:
-            put("private_key=" + private.hex())
         port = backend.get_listen_port()
-        if port:
-            put(f"listen_port={port}")
         mark = backend.get_fwmark()
-        if mark:
-            put(f"fwmark={mark}")
         entries = dev.allowed_ips.entries
-        ntop = socket.inet_ntop
-        inet, inet6 = socket.AF_INET, socket.AF_INET6
-        for peer in dev.peers:
-            put("public_key=" + peer.public_key.hex())
-            psk = peer.preshared_key
-            put("preshared_key=" + (psk.hex() if psk is not None else _ZERO_KEY_HEX))
-            put("protocol_version=1")
-            if peer.endpoint is not None:
-                put(f"endpoint={peer.endpoint}")
-            secs, nsecs = divmod(peer.last_handshake_ns, 1_000_000_000)
-            put(f"last_handshake_time_sec={secs}")
-            put(f"last_handshake_time_nsec={nsecs}")
-            put(f"tx_bytes={peer.tx_bytes}")
-            put(f"rx_bytes={peer.rx_bytes}")
-            put(f"persistent_keepalive_interval={peer.persistent_keepalive}")
-            for addr, cidr in entries(peer):
-                if len(addr) == 4:
-                    put(f"allowed_ip={ntop(inet, addr)}/{cidr}")
-                else:
-                    text = ntop(inet6, addr)
-                    if "." in text:
-                        text = _format_addr(addr)
-                    put(f"allowed_ip={text}/{cidr}")
-        put("errno=0")
+        peers = [
+            (
+                p.public_key,
+                p.preshared_key,
+                p.endpoint,
+                p.last_handshake_ns,
+                p.tx_bytes,
+                p.rx_bytes,
+                p.persistent_keepalive,
+                entries(p),
+            )
+            for p in dev.peers
+        ]
+    lines: list[str] = []
+    put = lines.append
+    if private is not None:
+        put("private_key=" + private.hex())
+    if port:
+        put(f"listen_port={port}")
+    if mark:
+        put(f"fwmark={mark}")
+    ntop = socket.inet_ntop
+    inet, inet6 = socket.AF_INET, socket.AF_INET6
+    for public, psk, endpoint, handshake_ns, tx, rx, keepalive, prefixes in peers:
+        put("public_key=" + public.hex())
+        put("preshared_key=" + (psk.hex() if psk is not None else _ZERO_KEY_HEX))
+        put("protocol_version=1")
+        if endpoint is not None:
+            put(f"endpoint={endpoint}")
+        secs, nsecs = divmod(handshake_ns, 1_000_000_000)
+        put(f"last_handshake_time_sec={secs}")
+        put(f"last_handshake_time_nsec={nsecs}")
+        put(f"tx_bytes={tx}")
+        put(f"rx_bytes={rx}")
+        put(f"persistent_keepalive_interval={keepalive}")
+        for addr, cidr in prefixes:
+            if len(addr) == 4:
+                put(f"allowed_ip={ntop(inet, addr)}/{cidr}")
+            else:
+                text = ntop(inet6, addr)
+                if "." in text:
+                    text = _format_addr(addr)
+                put(f"allowed_ip={text}/{cidr}")
+    put("errno=0")
     return "\n".join(lines) + "\n\n"
 
 
