@@ -1,13 +1,40 @@
-"""The WireGuardNT ``wireguard.h`` API surface.
+"""The WireGuardNT ``wireguard.h`` API over wgpy's userspace engine.
 
-For now this re-exports the ABI layer (:mod:`wgpy.nt.abi`): ctypes structures with
-the Windows layout, the enums and error codes, and the configuration-buffer codec.
-The adapter functions (``WireGuardCreateAdapter`` and friends) come later.
+* :mod:`wgpy.nt.abi` - ctypes structures with the Windows layout, enums, error
+  codes and the configuration-buffer codec (re-exported here);
+* :mod:`wgpy.nt.api` - the twelve functions with the header's names and error
+  convention (return value + :func:`GetLastError`);
+* :mod:`wgpy.nt.adapter` - :class:`Adapter`, a context manager that raises
+  :class:`WireGuardError`;
+* ``python -m wgpy.nt --library-path`` - the C-ABI shared library (built with cffi)
+  that C programs load instead of ``wireguard.dll``; ``--include-path`` - the
+  directory of our ``wireguard.h``;
+* :mod:`wgpy.nt.wireguard_dll` - the same interface over the real ``wireguard.dll``
+  (Windows).
+
+The API modules are imported lazily, so ``import wgpy.nt`` stays cheap.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from wgpy.nt.abi import *  # noqa: F403
 from wgpy.nt.abi import __all__ as _abi_all
+from wgpy.nt.errors import GetLastError, SetLastError, WireGuardError
 
-__all__ = list(_abi_all)
+if TYPE_CHECKING:
+    from wgpy.nt.adapter import Adapter
+
+_LAZY = {"Adapter": "wgpy.nt.adapter"}
+
+__all__ = [*_abi_all, "Adapter", "GetLastError", "SetLastError", "WireGuardError"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wgpy.nt' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

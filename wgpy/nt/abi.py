@@ -169,6 +169,7 @@ class ErrorCode(IntEnum):
     ERROR_INVALID_HANDLE = 6
     ERROR_NOT_ENOUGH_MEMORY = 8
     ERROR_INVALID_DATA = 13  # Wintun: ring corrupt
+    ERROR_GEN_FAILURE = 31
     ERROR_HANDLE_EOF = 38  # Wintun: adapter terminating
     ERROR_DUP_NAME = 52
     ERROR_INVALID_PARAMETER = 87
@@ -182,8 +183,11 @@ class ErrorCode(IntEnum):
     ERROR_VERSION_PARSE_ERROR = 777
     ERROR_OPERATION_ABORTED = 995
     ERROR_NOACCESS = 998  # buffer shorter than the byte count claimed
+    ERROR_DLL_INIT_FAILED = 1114  # wgpy's C library: the embedded Python did not start
     ERROR_NOT_FOUND = 1168  # OpenAdapter: no such name
+    ERROR_ADDRESS_ALREADY_ASSOCIATED = 1227  # wgpy: listen port in use (driver code unverified)
     ERROR_ALREADY_INITIALIZED = 1247  # Wintun: second session on an adapter
+    ERROR_INTERNAL_ERROR = 1359  # wgpy: an unexpected Python exception
     ERROR_NO_SYSTEM_RESOURCES = 1450
     ERROR_DEVICE_NOT_AVAILABLE = 4319
     ERROR_OBJECT_ALREADY_EXISTS = 5010

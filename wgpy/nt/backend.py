@@ -1,0 +1,745 @@
+"""The adapters behind wgpy's wireguard.h API: in this process or in another one.
+
+:class:`LocalAdapter` is an adapter this process created: a TUN interface (Linux
+``/dev/net/tun``; Wintun on Windows), a :class:`~wgpy.runtime.interface.Interface`
+whose event loop runs on a background thread, and a UAPI server (Unix socket; named
+pipe on Windows) so that ``wg`` and other processes see and configure it.  Its entry
+in the :mod:`~wgpy.nt.registry` lets other processes find it by name.
+
+:class:`RemoteAdapter` is an adapter some other process owns (or any UAPI interface
+such as a wireguard-go one, found by its socket name): configuration goes over UAPI,
+state through the link flag in the owner's network namespace.
+
+Both speak UAPI internally (see :mod:`wgpy.nt.convert`), so a configuration applies
+the same way whichever process calls.
+
+Deviations from WireGuardNT, on purpose (documented in docs/nt.md):
+
+* the adapter state is the interface's link state (IFF_UP on Linux): ``ip link set``
+  and ``WireGuardSetAdapterState`` are the same switch, and any process can flip it;
+* the UDP port is bound when the adapter is created, not at the first Up, and stays
+  bound while the adapter is down (the driver closes its sockets on Down);
+* adapter log lines reach only the owning process's logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from wgpy.constants import (
+    DEFAULT_MTU,
+    MAX_TIMER_HANDSHAKES,
+    UAPI_SOCKET_DIRECTORY,
+    ZERO_KEY_MATERIAL_AFTER,
+)
+from wgpy.device import Event
+from wgpy.net.udp import UdpBind
+from wgpy.nt.abi import AdapterLogState, LoggerLevel, filetime_from_unix_ns
+from wgpy.nt.registry import AdapterRecord, Registry, fold_name, process_start_time
+from wgpy.runtime.interface import Interface
+from wgpy.uapi import UapiClient, UapiConfig, UapiError, parse_get_response, uapi_get, uapi_set
+
+__all__ = [
+    "AdapterBackend",
+    "AdapterGone",
+    "LocalAdapter",
+    "LogHub",
+    "RemoteAdapter",
+    "find_uapi_socket",
+    "hub",
+    "local_adapter",
+]
+
+log = logging.getLogger("wgpy.nt")
+
+#: Entries kept for an adapter whose logging is off (the driver's ring size).
+_LOG_RING = 64
+#: Longest a line may be before it is cut and ends in U+2026 (the DLL's limit).
+_LOG_LINE_MAX = 1024
+_LOOP_JOIN_TIMEOUT = 10.0
+_LINUX = sys.platform.startswith("linux")
+
+
+class AdapterGone(Exception):
+    """The adapter behind a handle no longer exists."""
+
+
+# ---------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------
+
+LoggerCallback = Callable[[int, int, str], None]
+
+
+def _now_filetime() -> int:
+    return filetime_from_unix_ns(time.time_ns())
+
+
+class LogHub:
+    """The process-wide logger (``WireGuardSetLogger``).  Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logger: LoggerCallback | None = None
+
+    def set_logger(self, logger: LoggerCallback | None) -> None:
+        """Install ``logger(level, filetime, message)``; None turns logging off."""
+        with self._lock:
+            self._logger = logger
+
+    def emit(self, level: int, message: str, timestamp: int | None = None) -> None:
+        """Send one line to the logger, if any.  Never raises."""
+        logger = self._logger
+        if logger is None:
+            return
+        if len(message) > _LOG_LINE_MAX - 1:
+            message = message[: _LOG_LINE_MAX - 2] + "\u2026"
+        try:
+            logger(int(level), _now_filetime() if timestamp is None else timestamp, message)
+        except Exception:
+            log.exception("wireguard.h logger callback raised")
+
+
+#: The one hub of this process.
+hub = LogHub()
+
+
+# ---------------------------------------------------------------------------
+# Backend protocol
+# ---------------------------------------------------------------------------
+
+
+class AdapterBackend(Protocol):
+    """What a handle needs from an adapter, wherever it lives."""
+
+    @property
+    def ifname(self) -> str:
+        """The system interface name."""
+        ...
+
+    @property
+    def ifindex(self) -> int:
+        """The interface index (NetLuidIndex of the LUID)."""
+        ...
+
+    def display_name(self) -> str:
+        """The current adapter name (it changes when another adapter takes it)."""
+        ...
+
+    def get_uapi(self) -> UapiConfig:
+        """The configuration as a UAPI ``get`` reports it; AdapterGone if gone."""
+        ...
+
+    def set_uapi(self, lines: list[str]) -> int:
+        """Apply UAPI ``set`` lines; 0 or a positive errno; AdapterGone if gone."""
+        ...
+
+    def get_state(self) -> bool:
+        """True when up; AdapterGone if gone."""
+        ...
+
+    def set_state(self, up: bool) -> None:
+        """Bring the adapter up or down; AdapterGone if gone."""
+        ...
+
+    def set_logging(self, state: int) -> None:
+        """Forward (or not) this adapter's log lines to the process logger."""
+        ...
+
+
+# ---------------------------------------------------------------------------
+# Local adapters
+# ---------------------------------------------------------------------------
+
+_local_lock = threading.Lock()
+_local: dict[str, LocalAdapter] = {}  # by ifname
+_peer_numbers = itertools.count(1)  # driver-wide peer counter
+_keypair_numbers = itertools.count(1)
+
+
+def local_adapter(ifname: str) -> LocalAdapter | None:
+    """The live adapter this process created under ``ifname``, if any."""
+    with _local_lock:
+        return _local.get(ifname)
+
+
+def local_adapters() -> list[LocalAdapter]:
+    """Every live adapter this process created."""
+    with _local_lock:
+        return list(_local.values())
+
+
+class LocalAdapter:
+    """An adapter owned by this process.  Build with :meth:`create`."""
+
+    def __init__(
+        self,
+        record: AdapterRecord,
+        iface: Interface,
+        registry: Registry,
+        *,
+        server_close: Callable[[], None],
+        set_link: Callable[[bool], None],
+        get_link: Callable[[], bool],
+        netns_fd: int | None,
+        cleanup: Callable[[], None],
+    ) -> None:
+        self._record = record
+        self.iface = iface
+        self._registry = registry
+        self._server_close = server_close
+        self._set_link = set_link
+        self._get_link = get_link
+        self._netns_fd = netns_fd
+        self._cleanup = cleanup
+        self._log_state = int(AdapterLogState.OFF)
+        self._pending: deque[tuple[int, int, str]] = deque(maxlen=_LOG_RING)
+        self._log_lock = threading.RLock()
+        self._peer_ids: dict[bytes, int] = {}
+        self._gone = False
+        self._destroyed = False
+        self._thread: threading.Thread | None = None
+        iface.on_event = self._on_event
+
+    # -- creation ----------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        tunnel_type: str,
+        guid: uuid.UUID | None,
+        registry: Registry | None = None,
+    ) -> LocalAdapter:
+        """Create adapter ``name`` in the calling thread's network namespace.
+
+        If a wgpy adapter already has this name (ignoring case), it is renamed
+        ``"<name> N"`` (the first free N from 1) and the new adapter takes the name,
+        as the driver does.  Raises OSError (or ValueError) when the interface cannot
+        be made.
+        """
+        registry = registry or Registry()
+        guid = guid or uuid.uuid4()
+        if sys.platform == "win32":
+            return cls._create_windows(name, tunnel_type, guid, registry)
+        return cls._create_linux(name, tunnel_type, guid, registry)
+
+    @classmethod
+    def _create_linux(
+        cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
+    ) -> LocalAdapter:
+        from wgpy.nt import _linux
+        from wgpy.tun.linux import LinuxTun
+        from wgpy.uapi import UapiServer
+
+        with registry.locked():
+            ifname = registry.choose_ifname(name, _interface_exists)
+            netns_fd = _linux.open_thread_netns()
+            tun: LinuxTun | None = None
+            ctl: socket.socket | None = None
+            server: UapiServer | None = None
+            iface: Interface | None = None
+            try:
+                tun = LinuxTun.create(ifname, mtu=DEFAULT_MTU)
+                ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                fd = netns_fd
+
+                def udp_factory(port: int, mark: int) -> UdpBind:
+                    # Sockets always open in the adapter's namespace, whichever
+                    # thread asks (a SetConfiguration may come from anywhere).
+                    return _linux.call_in_netns(fd, lambda: UdpBind(port, fwmark=mark))
+
+                iface = Interface(tun, is_link_up=tun.is_up, udp_factory=udp_factory)
+                iface.start()
+                server = UapiServer(tun.name, iface, UAPI_SOCKET_DIRECTORY)
+                server.start()
+                _steal_name(registry, name)
+                record = AdapterRecord(
+                    name=name,
+                    ifname=tun.name,
+                    ifindex=tun.ifindex,
+                    tunnel_type=tunnel_type,
+                    guid=str(guid),
+                    pid=os.getpid(),
+                    start_time=process_start_time(os.getpid()) or 0,
+                    netns=f"/proc/{os.getpid()}/fd/{netns_fd}",
+                    uapi=server.path,
+                )
+                registry.write(record)
+            except BaseException:
+                if server is not None:
+                    server.close()
+                if iface is not None:
+                    iface.close()
+                elif tun is not None:
+                    tun.close()
+                if ctl is not None:
+                    ctl.close()
+                os.close(netns_fd)
+                raise
+        sock = ctl
+        link_name = tun.name
+
+        def cleanup() -> None:
+            sock.close()
+            os.close(netns_fd)
+
+        adapter = cls(
+            record,
+            iface,
+            registry,
+            server_close=server.close,
+            set_link=lambda up: _linux.set_link_up(sock, link_name, up),
+            get_link=lambda: _linux.get_link_up(sock, link_name),
+            netns_fd=netns_fd,
+            cleanup=cleanup,
+        )
+        adapter._start_loop()
+        return adapter
+
+    @classmethod
+    def _create_windows(
+        cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
+    ) -> LocalAdapter:
+        from wgpy.nt import windows
+
+        with registry.locked():
+            ifname = registry.choose_ifname(name, lambda _n: False)
+            tun = windows.create_tun(ifname, tunnel_type, guid)
+            state = {"up": False}
+            iface: Interface | None = None
+            server: windows.NamedPipeUapiServer | None = None
+            try:
+                iface = Interface(tun, is_link_up=lambda: state["up"])
+                iface.start()
+                server = windows.NamedPipeUapiServer(ifname, iface)
+                server.start()
+                _steal_name(registry, name)
+                record = AdapterRecord(
+                    name=name,
+                    ifname=ifname,
+                    ifindex=windows.tun_ifindex(tun),
+                    tunnel_type=tunnel_type,
+                    guid=str(guid),
+                    pid=os.getpid(),
+                    start_time=0,
+                    netns="",
+                    uapi=server.path,
+                )
+                registry.write(record)
+            except BaseException:
+                if server is not None:
+                    server.close()
+                if iface is not None:
+                    iface.close()
+                else:
+                    tun.close()
+                raise
+
+        def set_link(up: bool) -> None:
+            state["up"] = up
+
+        adapter = cls(
+            record,
+            iface,
+            registry,
+            server_close=server.close,
+            set_link=set_link,
+            get_link=lambda: state["up"],
+            netns_fd=None,
+            cleanup=lambda: None,
+        )
+        adapter._start_loop()
+        return adapter
+
+    def _start_loop(self) -> None:
+        with _local_lock:
+            _local[self.ifname] = self
+        thread = threading.Thread(target=self._loop, name=f"wgpy-nt-{self.ifname}", daemon=True)
+        self._thread = thread
+        thread.start()
+        self.adapter_log(LoggerLevel.INFO, "Interface created")
+
+    def _loop(self) -> None:
+        reason = "stopped"
+        try:
+            if self._netns_fd is not None:
+                from wgpy.nt import _linux
+
+                if not _linux.same_netns(self._netns_fd):
+                    # The link-state watch opens a netlink socket here.
+                    _linux._setns(self._netns_fd)
+            reason = self.iface.run()
+        except Exception:
+            log.exception("%s: event loop failed", self.ifname)
+            reason = "failed"
+        if reason != "stopped":
+            # The interface was deleted under us (ip link del): the adapter is gone.
+            self._gone = True
+            self._teardown()
+
+    # -- properties ----------------------------------------------------------------
+
+    @property
+    def ifname(self) -> str:
+        """The system interface name."""
+        return self._record.ifname
+
+    @property
+    def ifindex(self) -> int:
+        """The interface index."""
+        return self._record.ifindex
+
+    @property
+    def record(self) -> AdapterRecord:
+        """The registry entry as written at creation."""
+        return self._record
+
+    @property
+    def gone(self) -> bool:
+        """True once the adapter was destroyed or its interface deleted."""
+        return self._gone or self._destroyed
+
+    def display_name(self) -> str:
+        """The current adapter name (read from the registry)."""
+        with self._registry.locked():
+            for record in self._registry.entries():
+                if record.ifname == self.ifname and record.pid == os.getpid():
+                    return record.name
+        return self._record.name
+
+    def _check(self) -> None:
+        if self.gone:
+            raise AdapterGone(self.ifname)
+
+    # -- configuration -------------------------------------------------------------
+
+    def get_uapi(self) -> UapiConfig:
+        """The configuration through the in-process UAPI ``get``."""
+        self._check()
+        return parse_get_response(uapi_get(self.iface))
+
+    def set_uapi(self, lines: list[str]) -> int:
+        """Apply UAPI lines in-process; logs peers created and destroyed."""
+        self._check()
+        device = self.iface.device
+        with self.iface.lock:
+            before = {p.public_key: p for p in device.peers}
+            err = uapi_set(self.iface, lines)
+            after = {p.public_key: p for p in device.peers}
+        for key, peer in before.items():
+            if key not in after:
+                where = str(peer.endpoint) if peer.endpoint is not None else "no address"
+                self.adapter_log(LoggerLevel.INFO, f"Peer {self._peer_id(key)} ({where}) destroyed")
+        for key in after:
+            if key not in before:
+                self.adapter_log(LoggerLevel.INFO, f"Peer {self._peer_id(key)} created")
+        return err
+
+    # -- state -----------------------------------------------------------------------
+
+    def get_state(self) -> bool:
+        """The link state."""
+        self._check()
+        try:
+            return self._get_link()
+        except OSError as exc:
+            raise AdapterGone(self.ifname) from exc
+
+    def set_state(self, up: bool) -> None:
+        """Set the link state and bring the engine along at once."""
+        self._check()
+        was = self.get_state()
+        try:
+            self._set_link(up)
+        except OSError as exc:
+            from wgpy.nt import _linux
+
+            if _LINUX and _linux.link_gone(exc):
+                raise AdapterGone(self.ifname) from exc
+            raise
+        iface = self.iface
+        with iface.lock:
+            if iface.device.up != up:
+                now, wall = iface.clock()
+                iface.submit(iface.device.set_up(up, now, wall))
+        if was != up:
+            self.adapter_log(LoggerLevel.INFO, "Interface up" if up else "Interface down")
+
+    # -- logging ---------------------------------------------------------------------
+
+    def set_logging(self, state: int) -> None:
+        """Any non-zero state forwards lines (first the ones kept while off)."""
+        with self._log_lock:
+            self._log_state = int(state)
+            if state:
+                while self._pending:
+                    self._deliver(*self._pending.popleft())
+
+    def adapter_log(self, level: int, message: str) -> None:
+        """An adapter line: forwarded now, or kept (64 at most) while logging is off."""
+        entry = (int(level), _now_filetime(), message)
+        with self._log_lock:
+            if self._log_state:
+                self._deliver(*entry)
+            else:
+                self._pending.append(entry)
+
+    def _deliver(self, level: int, timestamp: int, message: str) -> None:
+        if self._log_state == AdapterLogState.ON_WITH_PREFIX:
+            message = f"{self.ifindex}: {message}"
+        hub.emit(level, message, timestamp)
+
+    def _peer_id(self, key: bytes) -> int:
+        number = self._peer_ids.get(key)
+        if number is None:
+            number = self._peer_ids[key] = next(_peer_numbers)
+        return number
+
+    def _on_event(self, event: Event) -> None:
+        peer = self.iface.device.peer(event.peer)
+        where = "no address"
+        if peer is not None and peer.endpoint is not None:
+            where = str(peer.endpoint)
+        number = self._peer_id(event.peer)
+        kind = event.kind
+        if kind == "initiation_sent":
+            self.adapter_log(
+                LoggerLevel.INFO, f"Sending handshake initiation to peer {number} ({where})"
+            )
+        elif kind == "initiation_consumed":
+            self.adapter_log(
+                LoggerLevel.INFO, f"Receiving handshake initiation from peer {number} ({where})"
+            )
+        elif kind == "handshake_complete":
+            self.adapter_log(
+                LoggerLevel.INFO, f"Keypair {next(_keypair_numbers)} created for peer {number}"
+            )
+        elif kind == "handshake_gave_up":
+            self.adapter_log(
+                LoggerLevel.INFO,
+                f"Handshake for peer {number} ({where}) did not complete after "
+                f"{MAX_TIMER_HANDSHAKES + 2} attempts, giving up",
+            )
+        elif kind == "keys_erased":
+            self.adapter_log(
+                LoggerLevel.INFO,
+                f"Zeroing out all keys for peer {number} ({where}), since we haven't "
+                f"received a new one in {int(ZERO_KEY_MATERIAL_AFTER)} seconds",
+            )
+
+    # -- teardown -------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Remove the adapter: stop the loop, the UAPI server and the interface."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        with self._log_lock:
+            self._log_state = int(AdapterLogState.OFF)
+        self.iface.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_LOOP_JOIN_TIMEOUT)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        with _local_lock:
+            if _local.get(self.ifname) is self:
+                del _local[self.ifname]
+        with contextlib.suppress(Exception):
+            self._server_close()
+        with contextlib.suppress(Exception), self._registry.locked():
+            self._registry.remove(self.ifname, os.getpid())
+        with contextlib.suppress(Exception):
+            self.iface.close()
+        cleanup, self._cleanup = self._cleanup, lambda: None
+        with contextlib.suppress(Exception):
+            cleanup()
+
+
+def _interface_exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _steal_name(registry: Registry, name: str) -> None:
+    """Rename the wgpy adapter holding ``name`` (if any) to ``"<name> N"``.
+    Call with the registry lock held."""
+    records = registry.entries()
+    key = fold_name(name)
+    holder = next((r for r in records if fold_name(r.name) == key), None)
+    if holder is None:
+        return
+    taken = {fold_name(r.name) for r in records}
+    for n in range(1, 1001):
+        candidate = f"{name} {n}"
+        if fold_name(candidate) not in taken:
+            registry.rename(holder, candidate)
+            return
+    raise FileExistsError(f"no free name for the adapter holding {name!r}")
+
+
+# ---------------------------------------------------------------------------
+# Remote adapters
+# ---------------------------------------------------------------------------
+
+
+def find_uapi_socket(name: str, directory: str = UAPI_SOCKET_DIRECTORY) -> str | None:
+    """The interface name of a UAPI socket ``DIR/<name>.sock`` matching ``name``
+    ignoring case (any userspace implementation, e.g. wireguard-go), or None."""
+    key = fold_name(name)
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.endswith(".sock") and fold_name(entry[: -len(".sock")]) == key:
+            return entry[: -len(".sock")]
+    return None
+
+
+class RemoteAdapter:
+    """An adapter owned by another process, reached over UAPI."""
+
+    def __init__(self, record: AdapterRecord, netns_fd: int | None) -> None:
+        self._record = record
+        self._netns_fd = netns_fd
+        self._client = UapiClient(record.uapi, timeout=30.0)
+        self._closed = False
+
+    @classmethod
+    def from_record(cls, record: AdapterRecord) -> RemoteAdapter:
+        """Open the adapter a registry entry describes (AdapterGone if it is not
+        reachable any more)."""
+        netns_fd: int | None = None
+        if record.netns:
+            try:
+                netns_fd = os.open(record.netns, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise AdapterGone(record.ifname) from exc
+        return cls(record, netns_fd)
+
+    @classmethod
+    def from_socket(cls, ifname: str, directory: str = UAPI_SOCKET_DIRECTORY) -> RemoteAdapter:
+        """Open a plain UAPI interface (no registry entry): its link and index are
+        looked up in the calling thread's namespace."""
+        netns_fd: int | None = None
+        ifindex = 0
+        if _LINUX:
+            from wgpy.nt import _linux
+
+            netns_fd = _linux.open_thread_netns()
+            with contextlib.suppress(OSError):
+                ifindex = socket.if_nametoindex(ifname)
+        record = AdapterRecord(
+            name=ifname,
+            ifname=ifname,
+            ifindex=ifindex,
+            tunnel_type="",
+            guid="",
+            pid=0,
+            start_time=0,
+            netns="",
+            uapi=os.path.join(directory, ifname + ".sock"),
+        )
+        return cls(record, netns_fd)
+
+    @property
+    def ifname(self) -> str:
+        """The system interface name."""
+        return self._record.ifname
+
+    @property
+    def ifindex(self) -> int:
+        """The interface index recorded by the owner."""
+        return self._record.ifindex
+
+    def display_name(self) -> str:
+        """The current adapter name (read from the registry)."""
+        if not self._record.pid:
+            return self._record.name
+        registry = Registry()
+        with registry.locked():
+            for record in registry.entries():
+                if record.ifname == self.ifname and record.pid == self._record.pid:
+                    return record.name
+        return self._record.name
+
+    def get_uapi(self) -> UapiConfig:
+        """UAPI ``get`` to the owner."""
+        try:
+            return self._client.get()
+        except UapiError:
+            raise
+        except OSError as exc:
+            raise AdapterGone(self.ifname) from exc
+
+    def set_uapi(self, lines: list[str]) -> int:
+        """UAPI ``set`` to the owner; 0 or the errno it answered."""
+        try:
+            self._client.set(lines)
+        except UapiError as exc:
+            return exc.errno or 0
+        except OSError as exc:
+            raise AdapterGone(self.ifname) from exc
+        return 0
+
+    def _in_netns(self, fn: Callable[[socket.socket], bool | None]) -> bool | None:
+        from wgpy.nt import _linux
+
+        def body() -> bool | None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                return fn(sock)
+
+        try:
+            if self._netns_fd is None:
+                return body()
+            return _linux.call_in_netns(self._netns_fd, body)
+        except OSError as exc:
+            if _linux.link_gone(exc):
+                raise AdapterGone(self.ifname) from exc
+            raise
+
+    def get_state(self) -> bool:
+        """IFF_UP of the interface in the owner's namespace."""
+        if not _LINUX:
+            raise OSError("the state of another process's adapter is not reachable here")
+        from wgpy.nt import _linux
+
+        return bool(self._in_netns(lambda s: _linux.get_link_up(s, self.ifname)))
+
+    def set_state(self, up: bool) -> None:
+        """Set IFF_UP; the owner's event loop follows the link."""
+        if not _LINUX:
+            raise OSError("the state of another process's adapter is not reachable here")
+        from wgpy.nt import _linux
+
+        self._in_netns(lambda s: _linux.set_link_up(s, self.ifname, up))
+
+    def set_logging(self, state: int) -> None:
+        """Accepted; the owner's lines stay with the owner (see the module docstring)."""
+
+    def close(self) -> None:
+        """Release the namespace descriptor."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._netns_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._netns_fd)
+            self._netns_fd = None
