@@ -81,6 +81,9 @@ class Naive:
             if tuple(route[:3]) == k:
                 old = route[3]
                 if old is owner:
+                    # Routing unchanged; the prefix moves to the end of the list.
+                    self.order[id(owner)].remove(k)
+                    self.order[id(owner)].append(k)
                     return False
                 self.order[id(old)].remove(k)
                 if not self.order[id(old)]:
@@ -585,21 +588,23 @@ def test_kernel_iteration_canonical_order() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_entries_order_is_first_insertion_for_the_owner() -> None:
+def test_entries_order_is_last_insertion_for_the_owner() -> None:
     t: AllowedIPs[Peer] = AllowedIPs()
     a, b = Peer("a"), Peer("b")
     for n in ("10.0.0.0/8", "10.1.0.0/16", "::/0"):
         t.insert_network(n, a)
     gen = t.generation
-    t.insert_network("10.0.0.0/8", a)  # same owner again: no change at all
+    # Same owner again: routing unchanged (generation kept) but the prefix
+    # moves to the end of the owner's list, as in the kernel and wireguard-go.
+    t.insert_network("10.0.0.0/8", a)
     assert t.generation == gen
-    assert [c for _, c in t.entries(a)] == [8, 16, 0]
+    assert [c for _, c in t.entries(a)] == [16, 0, 8]
     t.insert_network("10.1.0.0/16", b)  # moves to b
     assert t.generation == gen + 1
-    assert t.entries(a) == [(v4(10, 0, 0, 0), 8), (bytes(16), 0)]
+    assert t.entries(a) == [(bytes(16), 0), (v4(10, 0, 0, 0), 8)]
     assert t.entries(b) == [(v4(10, 1, 0, 0), 16)]
     t.insert_network("10.1.2.3/16", a)  # back to a: now last in a's list
-    assert t.entries(a) == [(v4(10, 0, 0, 0), 8), (bytes(16), 0), (v4(10, 1, 0, 0), 16)]
+    assert t.entries(a) == [(bytes(16), 0), (v4(10, 0, 0, 0), 8), (v4(10, 1, 0, 0), 16)]
     assert t.entries(b) == [] and t.owner_count(b) == 0
     assert len(t) == 3
     check_invariants(t)

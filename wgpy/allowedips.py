@@ -292,7 +292,12 @@ class AllowedIPs(Generic[T]):
         """An exact prefix exists at ``node``: give it to ``owner``."""
         old = node.owner
         if old is owner:
-            return  # same owner: nothing changes, list position kept
+            # Same owner: routing is unchanged, but the prefix moves to the end
+            # of the owner's list, as the kernel and wireguard-go do (so UAPI
+            # `get` lists prefixes in the order they were last set).
+            self._disown(node, owner)
+            self._adopt(node, owner)
+            return
         if old is None:
             node.owner = owner  # a branch node becomes a prefix
             self._index(f, node, owner)

@@ -476,9 +476,8 @@ class SetOperation:
                 if remove:
                     table.remove(addr, cidr, peer)  # only if this peer owns it
                 else:
-                    # Re-adding a prefix puts it last in the peer's list, as
-                    # in wireguard-go and the kernel.
-                    table.remove(addr, cidr, peer)
+                    # Re-adding a prefix puts it last in the peer's list (the
+                    # trie does that itself, as wireguard-go and the kernel).
                     table.insert(addr, cidr, peer)
         elif key == "endpoint":
             endpoint = _parse_endpoint(value)
