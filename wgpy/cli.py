@@ -838,11 +838,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     sub.add_parser("userspace", help="run the userspace daemon: userspace [-f] INTERFACE")
     sub.add_parser("demo", help="run the demonstration (see 'wgpy demo --help')")
+    sub.add_parser(
+        "conformance", help="test another implementation (see 'wgpy conformance --help')"
+    )
     return parser
 
 
 def _dispatch(argv: list[str]) -> int:
-    # userspace/demo own their whole argument list.
+    # userspace/demo/conformance own their whole argument list.
     if argv and argv[0] == "userspace":
         from wgpy.runtime import daemon
 
@@ -851,6 +854,10 @@ def _dispatch(argv: list[str]) -> int:
         from wgpy import demo
 
         return int(demo.main(argv[1:]))
+    if argv and argv[0] == "conformance":
+        from wgpy import conformance
+
+        return int(conformance.main(argv[1:]))
     args = build_parser().parse_args(argv)
     status: int = args.func(args)
     return status
