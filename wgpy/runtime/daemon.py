@@ -115,6 +115,14 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
     log.info(
         "interface %s up: UDP port %d, UAPI %s", tun.name, iface.get_listen_port(), server.path
     )
+    udp = iface.udp
+    families = udp.families if udp is not None else []
+    log.info(
+        "offloads: TUN %s, UDP GSO %s, GRO %s",
+        ("TSO+USO" if tun.uso else "TSO") if tun.offload else "off",
+        "on" if udp is not None and any(udp.gso_enabled(f) for f in families) else "off",
+        "on" if udp is not None and any(udp.gro_enabled(f) for f in families) else "off",
+    )
     report(None)
     try:
         reason = iface.run()
