@@ -1,0 +1,187 @@
+"""The benchmark harness (bench/): its bookkeeping, and a smoke run of
+``python -m bench --quick`` that checks the JSON, Markdown and PNG outputs
+are produced and well-formed.  No assertion here depends on a timing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import markdown, targets
+from bench.runner import _split
+from bench.sansio import HandshakeLoop, LookupTable
+from bench.util import FIGURES, Progress, Results, Run, percentile
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _results(values: dict[tuple[str, str], list[float]]) -> Results:
+    res = Results()
+    for (fig, subj), vals in values.items():
+        for i, v in enumerate(vals):
+            res.add(Run(fig, subj, i, v, idle=True))
+    return res
+
+
+def test_percentile_nearest_rank() -> None:
+    data = [float(x) for x in range(1, 101)]
+    assert percentile(data, 50) == 50.0
+    assert percentile(data, 99) == 99.0
+    assert percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summary_median_spread_and_non_idle() -> None:
+    res = _results({("tcp_fwd", "go-go"): [100.0, 300.0, 200.0]})
+    res.add(Run("tcp_fwd", "go-go", 3, 400.0, idle=False))
+    res.add(Run("tcp_fwd", "go-go", 4, None, error="iperf3: boom"))
+    s = res.summary("tcp_fwd", "go-go")
+    assert s == {"median": 250.0, "min": 100.0, "max": 400.0, "n": 4, "non_idle": 1}
+    doc = res.to_json()
+    assert doc["summary"]["tcp_fwd"]["go-go"]["median"] == 250.0
+    assert len(doc["runs"]) == 5
+    json.dumps(doc)  # serialisable
+
+
+def test_targets_use_ratios_from_the_same_run() -> None:
+    res = _results(
+        {
+            ("tcp_fwd", "go-go"): [100.0],
+            ("tcp_fwd", "wgpy-wgpy"): [350.0],
+            ("tcp_fwd", "wgpy-go"): [90.0],
+            ("ping_idle_p50", "go-go"): [0.5],
+            ("ping_idle_p50", "wgpy-wgpy"): [1.0],
+            ("hs_sansio", "wgpy"): [1600.0],
+            ("mem_per_peer", "wgpy"): [9000.0],
+        }
+    )
+    by_name = {t.name: t for t in targets(res)}
+    t = by_name["wgpy-wgpy TCP A→B ≥ 3× go-go"]
+    assert t.measured == pytest.approx(3.5) and t.met is True
+    assert by_name["wgpy-go TCP A→B ≥ 1× go-go"].met is False
+    assert by_name["wgpy-wgpy TCP B→A ≥ 3× go-go"].met is None  # not measured
+    assert by_name["ping p50 through wgpy ≤ 1.5× through go"].met is False
+    assert by_name["sans-IO full handshakes ≥ 1,500/s on one core"].met is True
+    assert by_name["≤ 8 KiB per idle peer with one allowed IP"].met is False
+
+
+def test_markdown_shows_median_spread_and_ratio() -> None:
+    res = _results(
+        {("tcp_fwd", "go-go"): [100.0, 110.0, 90.0], ("tcp_fwd", "wgpy-go"): [200.0, 150.0, 250.0]}
+    )
+    text = markdown(res)
+    assert "| figure | unit | wgpy-go | go-go |" in text
+    assert "200 (150–250) **×2.00**" in text
+    assert "100 (90.0–110)" in text
+
+
+def test_progress_plain_lines_when_not_a_terminal() -> None:
+    buf = io.StringIO()
+    p = Progress(2, stream=buf)
+    p.step("first")
+    p.show("waiting for an idle machine (busy 50%, 1s)")
+    p.show("waiting for an idle machine (busy 40%, 2s)")  # same kind: not repeated
+    p.step("second")
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("[1/2") and lines[0].endswith("first")
+    assert "\r" not in buf.getvalue()
+
+
+def test_split_rejects_unknown_names() -> None:
+    assert _split("go-go,wgpy-wgpy", ["wgpy-wgpy", "go-go"], "pair") == ["wgpy-wgpy", "go-go"]
+    with pytest.raises(SystemExit):
+        _split("nope", ["a"], "pair")
+
+
+def test_sansio_loop_completes_real_handshakes() -> None:
+    loop = HandshakeLoop()
+    for _ in range(3):
+        loop.once()
+    assert loop.completed == 3
+    # Each handshake left both ends with a fresh, confirmed session.
+    for dev in (loop.a, loop.b):
+        (peer,) = dev.peers
+        assert peer.keypairs.current is not None
+
+
+def test_lookup_table_has_the_requested_distinct_prefixes() -> None:
+    t = LookupTable(2000, 32)
+    assert t.size == 2000
+    rate, n = t.run(0.01)
+    assert n >= len(t.queries) and rate > 0
+
+
+def _have_root_net() -> str | None:
+    if os.geteuid() != 0:
+        return "root (network namespaces)"
+    for tool in ("ip", "wg", "iperf3", "ping"):
+        if shutil.which(tool) is None:
+            return f"the '{tool}' command"
+    return None
+
+
+@pytest.mark.skipif(_have_root_net() is not None, reason=f"needs {_have_root_net()}")
+def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path) -> None:
+    pairs = ["wgpy-wgpy"] + (["go-go"] if shutil.which("wireguard-go") else [])
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-kernel",
+            "--pairs",
+            ",".join(pairs),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/" in done.stderr  # the progress line
+
+    doc = json.loads((out / "results.json").read_text())
+    assert {"meta", "summary", "runs", "targets", "figures"} <= set(doc)
+    errors = [r for r in doc["runs"] if r["error"]]
+    assert not errors, errors
+    impls = ["wgpy"] + (["wireguard-go"] if "go-go" in pairs else [])
+    for key, fig in FIGURES.items():
+        subjects = {"pair": pairs, "impl": impls, "wgpy": ["wgpy"]}[fig.scope]
+        for subject in subjects:
+            runs = [r for r in doc["runs"] if r["figure"] == key and r["subject"] == subject]
+            assert len(runs) == 1, (key, subject)
+            assert isinstance(runs[0]["value"], float), (key, subject)
+            assert runs[0]["value"] >= 0
+    # Everything the run created is gone again.
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    assert doc["meta"]["namespaces"]
+    assert not names & set(doc["meta"]["namespaces"])
+
+    md = (out / "results.md").read_text()
+    assert "## Targets (issue 4)" in md
+    assert "| figure | unit | " + " | ".join(pairs) + " |" in md
+    assert md.strip() in done.stdout  # the table is printed too
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pytest.skip("matplotlib not installed (pip install -e .[bench]): no PNG charts to check")
+    for stem in ("tcp", "udp", "ping", "cpu", "handshakes", "memory", "lookups"):
+        png = (out / f"{stem}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), stem
+        assert len(png) > 1000
