@@ -374,3 +374,17 @@ def test_close_releases_everything(fresh_netns: str) -> None:
     assert bind.recv_batch(fds[0]) == []
     bind.send(b"x", Endpoint("10.0.0.1", 9))  # a late send during shutdown: counted
     assert bind.stats == {"closed": 1}
+
+
+def test_send_to_zone_of_vanished_interface_is_counted_not_raised(fresh_netns: str) -> None:
+    from netns import call_in_ns
+
+    from wgpy.endpoint import Endpoint as _Ep
+    from wgpy.net.udp import UdpBind as _Bind
+
+    bind = call_in_ns(fresh_netns, _Bind, 0, ipv4=False, ipv6=True)
+    try:
+        bind.send(b"x", _Ep("fe80::1%wgpy-no-such-if", 9))
+        assert any(k.startswith("send_") for k in bind.stats)
+    finally:
+        bind.close()

@@ -496,8 +496,9 @@ class UdpBind:
         if sock is None or self._closed:
             self._count("closed" if self._closed else f"no_socket_{_family(endpoint.family)}")
             return
-        addr = endpoint.sockaddr()
         try:
+            # Inside the try: a zone naming a vanished interface raises here.
+            addr = endpoint.sockaddr()
             if endpoint.local and self.sticky:
                 try:
                     sock.sendmsg([datagram], self._source_cmsg(endpoint), 0, addr)
