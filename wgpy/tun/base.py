@@ -45,7 +45,12 @@ class TunDevice(Protocol):
         ...
 
     def read_batch(self, max_packets: int = 64) -> list[bytes]:
-        """Every packet readable now, up to ``max_packets``; ``[]`` if none."""
+        """Packets readable now, about ``max_packets``; ``[]`` if none.
+
+        With offloads, one read can be a super-packet whose segments are
+        never split across calls, so a batch may exceed ``max_packets`` by
+        up to one super-packet's segments (about 45).
+        """
         ...
 
     def write_batch(self, packets: Sequence[bytes | memoryview]) -> None:
