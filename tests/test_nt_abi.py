@@ -286,6 +286,7 @@ WIREGUARD_SET_ADAPTER_STATE_FUNC *p_set_state = f_set_state;
 WIREGUARD_GET_ADAPTER_STATE_FUNC *p_get_state = f_get_state;
 WIREGUARD_SET_CONFIGURATION_FUNC *p_set_config = f_set_config;
 WIREGUARD_GET_CONFIGURATION_FUNC *p_get_config = f_get_config;
+WIREGUARD_GET_LAST_ERROR_FUNC WireGuardGetLastError;
 WIREGUARD_GET_LAST_ERROR_FUNC *p_last_error = WireGuardGetLastError;
 """
 

@@ -369,9 +369,12 @@ struct ALIGNED(8) _WIREGUARD_INTERFACE
 };
 
 /*
- * Apply a configuration buffer of Bytes bytes.  Records are applied in order
- * and there is no rollback: on failure (FALSE) the records before the bad one
- * stay applied.  Malformed buffers give ERROR_INVALID_PARAMETER.
+ * Apply a configuration buffer of Bytes bytes.  Malformed buffers give
+ * ERROR_INVALID_PARAMETER (a Bytes larger than the buffer: ERROR_NOACCESS).
+ * WireGuardNT applies records in order without rollback, so on failure the
+ * records before the bad one stay applied; wgpy checks the whole buffer first,
+ * so a malformed buffer changes nothing.  Portable code should not rely on
+ * either behaviour.
  */
 typedef BOOL(WINAPI WIREGUARD_SET_CONFIGURATION_FUNC)(
     WIREGUARD_ADAPTER_HANDLE Adapter, const WIREGUARD_INTERFACE *Config, DWORD Bytes);
@@ -390,12 +393,21 @@ typedef BOOL(WINAPI WIREGUARD_GET_CONFIGURATION_FUNC)(
  * ------------------------------------------------------------------------- */
 #if !defined(_WIN32)
 /*
- * wgpy's stand-in for GetLastError(): the Win32 error code recorded by the
+ * WireGuardGetLastError - wgpy's stand-in for GetLastError(), exported by
+ * wgpy's library (not by wireguard.dll): the Win32 error code recorded by the
  * calling thread's most recent failing call (0 = ERROR_SUCCESS).  Successful
- * calls may leave it unchanged, as on Windows.
+ * calls may leave it unchanged, as on Windows.  A failing call also sets errno
+ * to the nearest value: ERROR_INVALID_PARAMETER (87) -> EINVAL,
+ * ERROR_NOT_FOUND (1168) and ERROR_FILE_NOT_FOUND (2) -> ENOENT,
+ * ERROR_MORE_DATA (234) -> ERANGE, ERROR_INVALID_HANDLE (6) -> EBADF,
+ * ERROR_NOACCESS (998) -> EFAULT, ERROR_BUFFER_OVERFLOW (111) -> ENAMETOOLONG,
+ * ERROR_ACCESS_DENIED (5) -> EACCES, ERROR_NOT_ENOUGH_MEMORY (8) -> ENOMEM,
+ * ERROR_DUP_NAME (52) -> EEXIST, ERROR_ADDRESS_ALREADY_ASSOCIATED (1227) ->
+ * EADDRINUSE, ERROR_DLL_INIT_FAILED (1114, the embedded Python did not start)
+ * -> ELIBBAD, anything else -> EIO.  Resolve it with dlsym like the others:
+ *     WIREGUARD_GET_LAST_ERROR_FUNC *get_last_error = dlsym(lib, "WireGuardGetLastError");
  */
 typedef DWORD(WIREGUARD_GET_LAST_ERROR_FUNC)(VOID);
-WIREGUARD_GET_LAST_ERROR_FUNC WireGuardGetLastError;
 #endif
 
 #ifdef WIREGUARD_PROTOTYPES
@@ -411,6 +423,9 @@ WIREGUARD_SET_ADAPTER_STATE_FUNC WireGuardSetAdapterState;
 WIREGUARD_GET_ADAPTER_STATE_FUNC WireGuardGetAdapterState;
 WIREGUARD_SET_CONFIGURATION_FUNC WireGuardSetConfiguration;
 WIREGUARD_GET_CONFIGURATION_FUNC WireGuardGetConfiguration;
+#    if !defined(_WIN32)
+WIREGUARD_GET_LAST_ERROR_FUNC WireGuardGetLastError;
+#    endif
 #endif
 
 #if defined(_MSC_VER)
