@@ -129,8 +129,8 @@ class Keypair:
                 break
             n = len(pkt)
             pad = -n & 15
-            if n + pad > mtu:
-                pad = padding_for(n, mtu)
+            if n + pad > mtu:  # never pad past the MTU
+                pad = mtu - n if n <= mtu else padding_for(n, mtu)
             if pad:
                 pkt = bytes(pkt) + _ZEROS[:pad]
             append(_pack_header(kind, remote, counter) + encrypt(_pack_nonce(counter), pkt, None))
