@@ -52,13 +52,15 @@ class Target:
         }
 
 
-def _median(results: Results, figure: str, subject: str) -> float | None:
+def _median(results: Results, figure: str, subject: str, key: str = "median") -> float | None:
     s = results.summary(figure, subject)
-    return None if s is None else float(s["median"])
+    return None if s is None else float(s[key])
 
 
-def _ratio(results: Results, figure: str, subject: str, ref: str) -> float | None:
-    v, r = _median(results, figure, subject), _median(results, figure, ref)
+def _ratio(
+    results: Results, figure: str, subject: str, ref: str, key: str = "median"
+) -> float | None:
+    v, r = _median(results, figure, subject, key), _median(results, figure, ref, key)
     if v is None or r is None or r == 0:
         return None
     return v / r
@@ -121,7 +123,11 @@ def _detail(results: Results, figure: str, subject: str, ref: str) -> str:
     if v is None or r is None:
         return "not measured"
     unit = FIGURES[figure].unit
-    return f"{_fmt(v)} vs {_fmt(r)} {unit}"
+    text = f"{_fmt(v)} vs {_fmt(r)} {unit}"
+    every = _ratio(results, figure, subject, ref, "median_all")
+    if every is not None and every != _ratio(results, figure, subject, ref):
+        text += f"; ×{every:.2f} over all runs, busy ones included"
+    return text
 
 
 def _fmt(value: float) -> str:
@@ -148,6 +154,8 @@ def _cell(results: Results, figure: str, subject: str, ref: str | None) -> str:
         text += f" ({_fmt(s['min'])}–{_fmt(s['max'])})"
     if s["non_idle"]:
         text += " †"
+    elif s["n"] < s["runs"]:
+        text += f" [idle {s['n']}/{s['runs']}]"
     if ref is not None and subject != ref:
         r = _ratio(results, figure, subject, ref)
         if r is not None:
@@ -210,12 +218,14 @@ def markdown(results: Results) -> str:
         lines.append("")
     s = m.get("settings", {})
     lines.append(
-        f"Each figure: median (min–max) of {s.get('repeat')} repeat(s); iperf3 runs of "
-        f"{s.get('seconds')} s; UDP sizes are IP packet sizes inside the tunnel; "
-        "ratios (**×**) are against wireguard-go↔wireguard-go (pairs) or wireguard-go "
-        "(implementations) from this same run. † = at least one repeat started on a busy "
-        f"machine (≥ {s.get('idle_threshold')}% CPU after waiting {s.get('idle_wait')} s). "
-        f"Load average at start {m.get('loadavg_start', '?')}, at end {m.get('loadavg_end', '?')}."
+        f"Each figure: median (min–max) of {s.get('repeat')} repeat(s), counting only the "
+        "repeats that started on an idle machine when there are any ([idle k/n]: k of n "
+        "repeats used); † = every repeat started on a busy machine (≥ "
+        f"{s.get('idle_threshold')}% CPU after waiting up to {s.get('idle_wait')} s), so all "
+        f"are used. iperf3 runs of {s.get('seconds')} s; UDP sizes are IP packet sizes inside "
+        "the tunnel; ratios (**×**) are against wireguard-go↔wireguard-go (pairs) or "
+        "wireguard-go (implementations) from this same run. Load average at start "
+        f"{m.get('loadavg_start', '?')}, at end {m.get('loadavg_end', '?')}."
     )
     lines.append("")
     non_idle = sum(1 for r in results.runs if r.idle is False)

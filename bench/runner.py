@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -99,6 +100,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-wait", type=float, help="max seconds to wait for an idle machine")
     p.add_argument("--idle-threshold", type=float, help="busy %% below which it counts as idle")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="measure nothing: rewrite DIR/results.md and the charts from DIR/results.json",
+    )
     return p.parse_args(argv)
 
 
@@ -480,9 +487,35 @@ class Harness:
         self.results.notes.append(f"profile of {pair.name} (TCP A→B): " + ", ".join(files))
 
 
+def _write_outputs(res: Results, out_dir: Path) -> None:
+    report.write_json(res, out_dir / "results.json")
+    text = report.write_markdown(res, out_dir / "results.md")
+    try:
+        charts = report.write_charts(res, out_dir)
+    except ImportError:
+        charts = []
+        print("matplotlib missing: no charts (pip install -e .[bench])", file=sys.stderr)
+    print(text)
+    names = "".join(f", {p.name}" for p in charts)
+    print(f"\nwritten to {out_dir}: results.json, results.md{names}")
+
+
+def _rerender(out_dir: Path) -> int:
+    """``--report DIR``: the tables and charts again from the raw runs."""
+    try:
+        doc = json.loads((out_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cannot read {out_dir / 'results.json'}: {exc}", file=sys.stderr)
+        return 2
+    _write_outputs(Results.from_json(doc), out_dir)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
     args = parse_args(argv)
+    if args.report is not None:
+        return _rerender(args.report)
     settings = _settings(args)
     if os.geteuid() != 0:
         print("python -m bench needs root (network namespaces, TUN devices)", file=sys.stderr)
@@ -510,16 +543,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = harness.results
         res.meta["loadavg_end"] = _loadavg()
         res.meta["duration_s"] = round(time.monotonic() - t0, 1)
-        report.write_json(res, out_dir / "results.json")
-        text = report.write_markdown(res, out_dir / "results.md")
-        try:
-            charts = report.write_charts(res, out_dir)
-        except ImportError:
-            charts = []
-            print("matplotlib missing: no charts (pip install -e .[bench])", file=sys.stderr)
-        print(text)
-        print(
-            f"\nwritten to {out_dir}: results.json, results.md"
-            + "".join(f", {p.name}" for p in charts)
-        )
+        _write_outputs(res, out_dir)
     return status

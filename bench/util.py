@@ -120,18 +120,37 @@ class Results:
         return list(seen)
 
     def summary(self, figure: str, subject: str) -> dict[str, Any] | None:
-        """Median, min, max, count and non-idle count of a figure's runs."""
+        """Median, min and max of a figure's runs.
+
+        Runs that started on a busy machine are left out when at least one
+        run started idle; otherwise all runs count and ``non_idle`` says so.
+        ``n`` is the number of runs used, ``runs`` the number with a value,
+        ``median_all`` the median over all of them.
+        """
         runs = self.values(figure, subject)
         if not runs:
             return None
-        vals = [float(r.value) for r in runs if r.value is not None]
+        idle = [r for r in runs if r.idle is not False]
+        used = idle or runs
+        vals = [float(r.value) for r in used if r.value is not None]
+        every = [float(r.value) for r in runs if r.value is not None]
         return {
             "median": statistics.median(vals),
             "min": min(vals),
             "max": max(vals),
             "n": len(vals),
-            "non_idle": sum(1 for r in runs if r.idle is False),
+            "runs": len(every),
+            "non_idle": sum(1 for r in used if r.idle is False),
+            "median_all": statistics.median(every),
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Results:
+        """Rebuild from a document written by :meth:`to_json`."""
+        res = cls(meta=dict(doc.get("meta", {})), notes=list(doc.get("notes", [])))
+        for r in doc.get("runs", []):
+            res.runs.append(Run(**r))
+        return res
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: meta, notes, raw runs and per-figure summaries."""

@@ -39,14 +39,28 @@ def test_percentile_nearest_rank() -> None:
         percentile([], 50)
 
 
-def test_summary_median_spread_and_non_idle() -> None:
+def test_summary_prefers_runs_that_started_idle() -> None:
     res = _results({("tcp_fwd", "go-go"): [100.0, 300.0, 200.0]})
     res.add(Run("tcp_fwd", "go-go", 3, 400.0, idle=False))
     res.add(Run("tcp_fwd", "go-go", 4, None, error="iperf3: boom"))
     s = res.summary("tcp_fwd", "go-go")
-    assert s == {"median": 250.0, "min": 100.0, "max": 400.0, "n": 4, "non_idle": 1}
+    assert s == {
+        "median": 200.0,
+        "min": 100.0,
+        "max": 300.0,
+        "n": 3,
+        "runs": 4,
+        "non_idle": 0,
+        "median_all": 250.0,
+    }
+    # With no idle run at all, every run counts and is flagged.
+    busy = Results()
+    for i, v in enumerate((10.0, 30.0)):
+        busy.add(Run("tcp_fwd", "go-go", i, v, idle=False))
+    b = busy.summary("tcp_fwd", "go-go")
+    assert b is not None and b["median"] == 20.0 and b["non_idle"] == 2
     doc = res.to_json()
-    assert doc["summary"]["tcp_fwd"]["go-go"]["median"] == 250.0
+    assert doc["summary"]["tcp_fwd"]["go-go"]["median"] == 200.0
     assert len(doc["runs"]) == 5
     json.dumps(doc)  # serialisable
 
