@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from wgpy.constants import (
     DEFAULT_MTU,
@@ -48,7 +48,11 @@ from wgpy.net.udp import UdpBind
 from wgpy.nt.abi import AdapterLogState, LoggerLevel, filetime_from_unix_ns
 from wgpy.nt.registry import AdapterRecord, Registry, fold_name, process_start_time
 from wgpy.runtime.interface import Interface
+from wgpy.tun.base import TunDevice
 from wgpy.uapi import UapiClient, UapiConfig, UapiError, parse_get_response, uapi_get, uapi_set
+
+if TYPE_CHECKING:
+    from wgpy.nt.windows import PipeUapiClient as PipeClient
 
 __all__ = [
     "AdapterBackend",
@@ -240,27 +244,31 @@ class LocalAdapter:
         cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
     ) -> LocalAdapter:
         from wgpy.nt import _linux
-        from wgpy.tun.linux import LinuxTun
         from wgpy.uapi import UapiServer
 
         with registry.locked():
             ifname = registry.choose_ifname(name, _interface_exists)
             netns_fd = _linux.open_thread_netns()
-            tun: LinuxTun | None = None
+            tun: TunDevice | None = None
             ctl: socket.socket | None = None
             server: UapiServer | None = None
             iface: Interface | None = None
             try:
-                tun = LinuxTun.create(ifname, mtu=DEFAULT_MTU)
+                tun, ifindex = _open_linux_tun(ifname, tunnel_type, guid)
                 ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 fd = netns_fd
+                sock = ctl
+                link_name = tun.name
 
                 def udp_factory(port: int, mark: int) -> UdpBind:
                     # Sockets always open in the adapter's namespace, whichever
                     # thread asks (a SetConfiguration may come from anywhere).
                     return _linux.call_in_netns(fd, lambda: UdpBind(port, fwmark=mark))
 
-                iface = Interface(tun, is_link_up=tun.is_up, udp_factory=udp_factory)
+                def link_up() -> bool:
+                    return _linux.get_link_up(sock, link_name)
+
+                iface = Interface(tun, is_link_up=link_up, udp_factory=udp_factory)
                 iface.start()
                 server = UapiServer(tun.name, iface, UAPI_SOCKET_DIRECTORY)
                 server.start()
@@ -268,7 +276,7 @@ class LocalAdapter:
                 record = AdapterRecord(
                     name=name,
                     ifname=tun.name,
-                    ifindex=tun.ifindex,
+                    ifindex=ifindex,
                     tunnel_type=tunnel_type,
                     guid=str(guid),
                     pid=os.getpid(),
@@ -288,8 +296,6 @@ class LocalAdapter:
                     ctl.close()
                 os.close(netns_fd)
                 raise
-        sock = ctl
-        link_name = tun.name
 
         def cleanup() -> None:
             sock.close()
@@ -301,7 +307,7 @@ class LocalAdapter:
             registry,
             server_close=server.close,
             set_link=lambda up: _linux.set_link_up(sock, link_name, up),
-            get_link=lambda: _linux.get_link_up(sock, link_name),
+            get_link=link_up,
             netns_fd=netns_fd,
             cleanup=cleanup,
         )
@@ -569,6 +575,28 @@ class LocalAdapter:
             cleanup()
 
 
+def _open_linux_tun(ifname: str, tunnel_type: str, guid: uuid.UUID) -> tuple[TunDevice, int]:
+    """The TUN device of a new adapter and its interface index.
+
+    ``$WGPY_NT_TUN=wintun`` makes it a Wintun adapter (the Windows path, through
+    ``$WGPY_WINTUN_DLL``) instead of ``/dev/net/tun``: with the Linux test double of
+    wintun.dll this runs the Windows device path of the runtime on Linux.
+    """
+    if os.environ.get("WGPY_NT_TUN", "linux") == "wintun":
+        from wgpy.nt import windows
+
+        bridge = windows.create_tun(ifname, tunnel_type, guid)
+        try:
+            return bridge, socket.if_nametoindex(bridge.name)
+        except BaseException:
+            bridge.close()
+            raise
+    from wgpy.tun.linux import LinuxTun
+
+    tun = LinuxTun.create(ifname, mtu=DEFAULT_MTU)
+    return tun, tun.ifindex
+
+
 def _interface_exists(ifname: str) -> bool:
     try:
         socket.if_nametoindex(ifname)
@@ -619,7 +647,13 @@ class RemoteAdapter:
     def __init__(self, record: AdapterRecord, netns_fd: int | None) -> None:
         self._record = record
         self._netns_fd = netns_fd
-        self._client = UapiClient(record.uapi, timeout=30.0)
+        self._client: UapiClient | PipeClient
+        if sys.platform == "win32":
+            from wgpy.nt.windows import PipeUapiClient
+
+            self._client = PipeUapiClient(record.uapi)
+        else:
+            self._client = UapiClient(record.uapi, timeout=30.0)
         self._closed = False
 
     @classmethod
@@ -692,7 +726,7 @@ class RemoteAdapter:
     def set_uapi(self, lines: list[str]) -> int:
         """UAPI ``set`` to the owner; 0 or the errno it answered."""
         try:
-            self._client.set(lines)
+            self._client.set(list(lines))
         except UapiError as exc:
             return exc.errno or 0
         except OSError as exc:
