@@ -31,7 +31,15 @@ from typing import Any
 from wgpy.keys import decode_key, encode_key
 
 from .control import ControlError, NtControl, PeerSpec, TargetControl, UapiControl
-from .report import counts, format_row, format_table, header, write_json, write_junit
+from .report import (
+    counts,
+    format_row,
+    format_table,
+    header,
+    to_markdown,
+    write_json,
+    write_junit,
+)
 from .runner import Failed, Result, Runner, RunnerConfig, Scenario, Skipped, Status
 from .scenarios import LOW_ORDER_POINTS, SCENARIOS, scenario, select
 
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--list", action="store_true", help="list the scenarios and exit")
     r.add_argument("--json", metavar="FILE", help="write results as JSON ('-': stdout)")
     r.add_argument("--junit", metavar="FILE", help="write results as JUnit XML")
+    r.add_argument("--markdown", metavar="FILE", help="write results as a Markdown table")
     r.add_argument("-v", "--verbose", action="store_true", help="print every scenario's trace")
     return p
 
@@ -211,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(fh, results, meta)
     if args.junit:
         write_junit(args.junit, results, meta)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write(to_markdown(results, meta))
     c = counts(results)
     return 1 if c["FAIL"] or c["ERROR"] else 0
 

@@ -95,7 +95,8 @@ def inner_length(packet: bytes) -> int | None:
     """The length an IP header claims (IPv4 total length, IPv6 payload + 40),
     or None if ``packet`` does not start with a plausible IP header."""
     if len(packet) >= IP4_HEADER_LEN and packet[0] >> 4 == 4:
-        return int.from_bytes(packet[2:4], "big")
+        length = int.from_bytes(packet[2:4], "big")
+        return length if length >= IP4_HEADER_LEN else None
     if len(packet) >= IP6_HEADER_LEN and packet[0] >> 4 == 6:
         return IP6_HEADER_LEN + int.from_bytes(packet[4:6], "big")
     return None

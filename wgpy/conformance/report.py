@@ -17,6 +17,7 @@ __all__ = [
     "format_table",
     "to_json",
     "to_junit",
+    "to_markdown",
     "write_json",
     "write_junit",
 ]
@@ -108,6 +109,24 @@ def to_junit(results: Sequence[Result], meta: dict[str, Any]) -> ET.Element:
             [f"{r.status.value}: {r.summary}", r.description, "", *r.details]
         )
     return suites
+
+
+def to_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
+    """A Markdown table of the results with the target and the date above it."""
+    target = meta.get("target", {})
+    lines = [
+        f"Target: {target.get('label', '?')} at {target.get('endpoint', '?')}"
+        f" (setup: {target.get('control') or 'none'}); run {meta.get('date', '?')}.",
+        "",
+        "| scenario | result | time | what the target did |",
+        "|---|---|---:|---|",
+    ]
+    for r in results:
+        summary = r.summary.replace("|", "\\|")
+        lines.append(f"| {r.name} | {r.status.value} | {r.seconds:.1f} s | {summary} |")
+    c = counts(results)
+    lines += ["", ", ".join(f"{v} {k}" for k, v in c.items() if v)]
+    return "\n".join(lines) + "\n"
 
 
 def write_junit(path: str, results: Sequence[Result], meta: dict[str, Any]) -> None:
