@@ -10,6 +10,8 @@ The chaining key, hash and cipher key live in ``bytearray``s so that
 
 from __future__ import annotations
 
+import hashlib
+
 from wgpy.constants import HASH_LEN, KEY_LEN
 from wgpy.noise.primitives import (
     aead_decrypt,
@@ -21,6 +23,8 @@ from wgpy.noise.primitives import (
 )
 
 __all__ = ["SymmetricState"]
+
+_blake2s = hashlib.blake2s
 
 
 class SymmetricState:
@@ -72,17 +76,19 @@ class SymmetricState:
 
     def mix_hash(self, data: bytes) -> None:
         """h := HASH(h || data)."""
-        self.hash[:] = noise_hash(bytes(self.hash) + bytes(data))
+        h = _blake2s(self.hash)
+        h.update(data)
+        self.hash[:] = h.digest()
 
     def mix_chain(self, ikm: bytes) -> None:
         """ck := KDF1(ck, ikm): WireGuard's form of MixKey when the cipher key
         is about to be replaced anyway (the ephemeral token in psk mode)."""
-        self.chaining_key[:] = kdf1(bytes(self.chaining_key), bytes(ikm))
+        self.chaining_key[:] = kdf1(self.chaining_key, ikm)
         self._has_key = False
 
     def mix_key(self, ikm: bytes) -> None:
         """(ck, k) := KDF2(ck, ikm); nonce := 0."""
-        ck, k = kdf2(bytes(self.chaining_key), bytes(ikm))
+        ck, k = kdf2(self.chaining_key, ikm)
         self.chaining_key[:] = ck
         self._key[:] = k
         self._has_key = True
@@ -90,7 +96,7 @@ class SymmetricState:
 
     def mix_key_and_hash(self, ikm: bytes) -> None:
         """(ck, t, k) := KDF3(ck, ikm); h := HASH(h || t); nonce := 0 (psk token)."""
-        ck, t, k = kdf3(bytes(self.chaining_key), bytes(ikm))
+        ck, t, k = kdf3(self.chaining_key, ikm)
         self.chaining_key[:] = ck
         self.mix_hash(t)
         self._key[:] = k
@@ -123,7 +129,7 @@ class SymmetricState:
 
     def split(self) -> tuple[bytes, bytes]:
         """(k1, k2) := KDF2(ck, empty): the two transport keys."""
-        return kdf2(bytes(self.chaining_key), b"")
+        return kdf2(self.chaining_key, b"")
 
     def zero(self) -> None:
         """Wipe ck, h and k."""
