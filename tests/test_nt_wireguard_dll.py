@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from wgpy.noise.primitives import clamp, public_key
-from wgpy.nt import _build, api
 from wgpy.nt.abi import (
     AdapterLogState,
     AdapterState,
@@ -47,6 +46,8 @@ def our_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
         pytest.skip("needs a shared libpython (cffi embedding)")
+    from wgpy.nt import _build
+
     return _build.library_path(cache_dir=tmp_path_factory.getbasetemp() / "wgpy-cache")
 
 
@@ -68,6 +69,8 @@ def test_adapter_through_the_binding(
     our_library: Path, fresh_netns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from netns import call_in_ns
+
+    from wgpy.nt import api
 
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("needs /dev/net/tun")

@@ -100,6 +100,9 @@ def process_start_time(pid: int) -> int | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        # Never os.kill(pid, 0) here: on Windows that terminates the process.
+        return _win32_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -262,3 +265,27 @@ class Registry:
             if free(candidate):
                 return candidate
         raise OSError("no free interface name")
+
+
+def _win32_pid_alive(pid: int) -> bool:
+    """OpenProcess + GetExitCodeProcess: True while ``pid`` runs (Windows)."""
+    if sys.platform != "win32":
+        raise OSError("Windows only")
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.argtypes = [ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32]
+    kernel32.OpenProcess.restype = ctypes.c_void_p
+    kernel32.GetExitCodeProcess.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    kernel32.GetExitCodeProcess.restype = ctypes.c_int
+    kernel32.CloseHandle.argtypes = [ctypes.c_void_p]
+    handle = kernel32.OpenProcess(0x1000, 0, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = ctypes.c_uint32(0)
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
