@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -111,16 +112,20 @@ def test_example_pings_a_wireguard_go_peer(
             "10.91.0.1/24", "10.91.0.2/32", str(int(WAIT)),
         ]  # fmt: skip
         started = time.time()
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_c_env(run_dir)
-        )
+        err_path = tmp_path / "example.stderr"
+        # stderr goes to a file, stdout is read through one buffered stream only
+        # (communicate() would bypass what readline() has buffered already).
+        with open(err_path, "wb") as err_file:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=err_file, text=True, env=_c_env(run_dir)
+            )
+        # A hung program must not hang the suite: kill it (by PID) after a bound.
+        watchdog = threading.Timer(3 * WAIT, proc.kill)
+        watchdog.start()
         try:
             assert proc.stdout is not None
             ready = proc.stdout.readline().split()
-            assert ready[:1] == ["ready"], (
-                ready,
-                proc.stderr.read() if proc.poll() is not None else "",
-            )
+            assert ready[:1] == ["ready"], (ready, err_path.read_text(errors="replace"))
             ifname, ifindex, version = ready[1], int(ready[2]), ready[3]
             assert version == "v0.1"
             assert len(ifname) <= 15 and ifname.startswith("Example")
@@ -147,9 +152,12 @@ def test_example_pings_a_wireguard_go_peer(
                 assert peer.public_key == go.public and peer.tx_bytes > 0
                 assert other.ifindex == ifindex
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=WAIT)
+            out = proc.stdout.read()  # to end of file: the program exits
+            proc.wait(timeout=WAIT)
         finally:
+            watchdog.cancel()
             _stop(proc)
+        err = err_path.read_text(errors="replace")
         ended = time.time()
         assert proc.returncode == 0, err
         lines = out.splitlines()
