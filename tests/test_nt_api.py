@@ -438,6 +438,24 @@ def test_flags_replace_remove_update_only(nt: Callable[..., AdapterHandle]) -> N
     assert got.flags & PK  # the private key was not touched
 
 
+def test_listen_port_in_use_fails_and_changes_nothing(nt: Callable[..., AdapterHandle]) -> None:
+    first = nt()
+    second = nt()  # same namespace
+    port = get_config(first).listen_port
+    set_config(second, InterfaceConfig(peers=(peer(pub(), "10.0.1.0/24"),)))
+    before = get_config(second)
+    buf = pack_configuration(
+        InterfaceConfig(
+            flags=InterfaceFlag.HAS_LISTEN_PORT | InterfaceFlag.REPLACE_PEERS | PK,
+            listen_port=port,
+            private_key=new_key(),
+        )
+    )
+    assert not api.WireGuardSetConfiguration(second, buf, len(buf))
+    assert api.GetLastError() == E.ERROR_ADDRESS_ALREADY_ASSOCIATED
+    assert get_config(second) == before
+
+
 def test_new_private_key_removes_the_peer_with_that_public_key(
     nt: Callable[..., AdapterHandle],
 ) -> None:
