@@ -3,7 +3,8 @@
 * :mod:`wgpy.nt.abi` - ctypes structures with the Windows layout, enums, error
   codes and the configuration-buffer codec (re-exported here);
 * :mod:`wgpy.nt.api` - the twelve functions with the header's names and error
-  convention (return value + :func:`GetLastError`);
+  convention (return value + :func:`GetLastError`), also reachable as
+  ``wgpy.nt.WireGuardCreateAdapter`` and so on;
 * :mod:`wgpy.nt.adapter` - :class:`Adapter`, a context manager that raises
   :class:`WireGuardError`;
 * ``python -m wgpy.nt --library-path`` - the C-ABI shared library (built with cffi)
@@ -25,10 +26,65 @@ from wgpy.nt.errors import GetLastError, SetLastError, WireGuardError
 
 if TYPE_CHECKING:
     from wgpy.nt.adapter import Adapter
+    from wgpy.nt.api import (
+        AdapterHandle,
+        WgpyApi,
+        WireGuardCloseAdapter,
+        WireGuardCreateAdapter,
+        WireGuardDeleteDriver,
+        WireGuardGetAdapterLUID,
+        WireGuardGetAdapterState,
+        WireGuardGetConfiguration,
+        WireGuardGetRunningDriverVersion,
+        WireGuardOpenAdapter,
+        WireGuardSetAdapterLogging,
+        WireGuardSetAdapterState,
+        WireGuardSetConfiguration,
+        WireGuardSetLogger,
+    )
 
-_LAZY = {"Adapter": "wgpy.nt.adapter"}
+_FUNCTIONS = (
+    "WireGuardCreateAdapter",
+    "WireGuardOpenAdapter",
+    "WireGuardCloseAdapter",
+    "WireGuardGetAdapterLUID",
+    "WireGuardGetRunningDriverVersion",
+    "WireGuardDeleteDriver",
+    "WireGuardSetLogger",
+    "WireGuardSetAdapterLogging",
+    "WireGuardSetAdapterState",
+    "WireGuardGetAdapterState",
+    "WireGuardSetConfiguration",
+    "WireGuardGetConfiguration",
+)
+_LAZY = {
+    "Adapter": "wgpy.nt.adapter",
+    "AdapterHandle": "wgpy.nt.api",
+    "WgpyApi": "wgpy.nt.api",
+    **dict.fromkeys(_FUNCTIONS, "wgpy.nt.api"),
+}
 
-__all__ = [*_abi_all, "Adapter", "GetLastError", "SetLastError", "WireGuardError"]
+__all__ = [
+    *_abi_all,
+    "WireGuardCloseAdapter",
+    "WireGuardCreateAdapter",
+    "WireGuardDeleteDriver",
+    "WireGuardGetAdapterLUID",
+    "WireGuardGetAdapterState",
+    "WireGuardGetConfiguration",
+    "WireGuardGetRunningDriverVersion",
+    "WireGuardOpenAdapter",
+    "WireGuardSetAdapterLogging",
+    "WireGuardSetAdapterState",
+    "WireGuardSetConfiguration",
+    "WireGuardSetLogger",
+    "Adapter",
+    "AdapterHandle",
+    "GetLastError",
+    "SetLastError",
+    "WgpyApi",
+    "WireGuardError",
+]
 
 
 def __getattr__(name: str) -> Any:
