@@ -237,10 +237,13 @@ def popen_in_ns(
                 proc.wait()
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# CDLL(None) is the running process's symbols on POSIX; None elsewhere (Windows).
+_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 
 
 def _setns(fd: int) -> None:
+    if _libc is None:
+        raise OSError("network namespaces need Linux")
     if _libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")

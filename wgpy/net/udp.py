@@ -74,8 +74,10 @@ _MSG_PEEK = int(socket.MSG_PEEK)
 
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst (local), addr (header dst)
 _IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
-_ANC_SIZE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
-_GRO_ANC_SIZE = socket.CMSG_SPACE(4)  # UDP_GRO carries an int
+# CMSG_SPACE is POSIX-only (absent on Windows, where recvmsg is not used).
+_CMSG_SPACE = getattr(socket, "CMSG_SPACE", lambda n: 16 + ((n + 7) & ~7))
+_ANC_SIZE = _CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+_GRO_ANC_SIZE = _CMSG_SPACE(4)  # UDP_GRO carries an int
 #: Most datagrams the kernel merges into one GRO receive (UDP_GRO_CNT_MAX).
 _GRO_MAX_SEGMENTS = 64
 _INT = struct.Struct("=i")

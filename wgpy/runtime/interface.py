@@ -92,9 +92,11 @@ class Interface:
         self._is_link_up = is_link_up
         self._udp_factory = udp_factory or (lambda port, mark: UdpBind(port, fwmark=mark))
         self._selector: selectors.BaseSelector | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # A socket pair, not a pipe: select() on Windows waits only on sockets.
+        self._wake_sockets = socket.socketpair()
+        for sock in self._wake_sockets:
+            sock.setblocking(False)
+        self._wake_r, self._wake_w = (sock.fileno() for sock in self._wake_sockets)
         self._stop = threading.Event()
         self._registered_udp: list[int] = []
         self._out = Output()
@@ -170,15 +172,14 @@ class Interface:
             now, wall = self.clock()
             self.device.set_up(False, now, wall)
             self.tun.close()
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            for sock in self._wake_sockets:
+                sock.close()
             self._wake_r = self._wake_w = -1
 
     def _wake(self) -> None:
         if self._wake_w >= 0:
             with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"\0")
+                self._wake_sockets[1].send(b"\0")
 
     # -- the loop ------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class Interface:
                             self._on_tun()
                         elif what == "wake":
                             with contextlib.suppress(BlockingIOError, OSError):
-                                os.read(self._wake_r, 4096)
+                                self._wake_sockets[0].recv(4096)
                         elif what == "link" and link_watch is not None:
                             # Any link change: re-read our state at once.
                             with contextlib.suppress(BlockingIOError, OSError):
