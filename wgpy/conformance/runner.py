@@ -265,6 +265,9 @@ class Runner:
         self.cookie = CookieGenerator(self.target_public)
         self.last_initiation: bytes | None = None
         self.last_accepted_stamp: bytes | None = None
+        #: The TAI64N of the target's last accepted initiation, and our wall
+        #: clock (ns) when it arrived.
+        self.last_target_stamp: tuple[bytes, int] | None = None
         self._stamps: dict[int, bytes] = {}
         self.ident = int.from_bytes(os.urandom(2), "big") or 1
         self._seq = 0
@@ -614,6 +617,7 @@ class Runner:
         )
         if hs is None:
             raise Failed("the target's initiation does not authenticate (or repeats a timestamp)")
+        self.last_target_stamp = (bytes(hs.latest_timestamp), time.time_ns())
         idx = self.new_index()
         body = create_response(hs, idx, clamp(os.urandom(KEY_LEN)))
         if body is None:

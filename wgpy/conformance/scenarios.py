@@ -182,6 +182,18 @@ def _target_initiates(r: Runner, psk: bytes | bool | None = False) -> tuple[Inbo
     return m, how
 
 
+def _describe_stamp(r: Runner) -> str:
+    """How the target writes TAI64N (informational: label base, whitening)."""
+    if r.last_target_stamp is None:
+        return "no timestamp seen"
+    stamp, wall_ns = r.last_target_stamp
+    seconds = int.from_bytes(stamp[:8], "big") - (1 << 62)
+    nanos = int.from_bytes(stamp[8:], "big")
+    offset = round(seconds + nanos / 1e9 - wall_ns / 1e9)
+    whitened = "whitened to 2^24 ns" if nanos % (1 << 24) == 0 else "not whitened"
+    return f"TAI64N label ≈ Unix time + 2^62 {offset:+d} s, nanoseconds {whitened}"
+
+
 def _confirms(kp: Keypair) -> Callable[[Inbound], bool]:
     """Matches transport on ``kp`` or a cookie reply to the response that made it."""
     idx = kp.local_index
@@ -284,7 +296,7 @@ def handshake_responder(r: Runner) -> str:
     if r.tunnel_ready:
         _need_reply(r, r.ping(kp), "an echo request on the session the target initiated")
         extra = "; echo answered on it"
-    return f"target initiated ({how}); session confirmed{extra}"
+    return f"target initiated ({how}); session confirmed{extra}; {_describe_stamp(r)}"
 
 
 @scenario("handshake-psk")
@@ -746,9 +758,10 @@ def cookie_under_load(r: Runner) -> str:
 @scenario("cookie-initiator")
 def cookie_initiator(r: Runner) -> str:
     """Cookies, target as initiator: it ignores a cookie reply not bound to the
-    mac1 it sent, and after a genuine one its next initiation (no sooner than
+    mac1 it sent, and after genuine ones its next initiation (no sooner than
     REKEY_TIMEOUT) carries mac2 = MAC(cookie, message), with which the
-    handshake completes (whitepaper 5.4.4, 5.4.7)."""
+    handshake completes; reports which of two replies for one mac1 it kept
+    (whitepaper 5.4.4, 5.4.7)."""
     m, _ = _target_initiates(r)
     sender = int.from_bytes(m.data[4:8], "little")
     off = MAC1_OFFSET_INITIATION
@@ -763,25 +776,36 @@ def cookie_initiator(r: Runner) -> str:
         raise Failed("the target did not retransmit its initiation after REKEY_TIMEOUT")
     if nxt.data[off + MAC_LEN :] != bytes(MAC_LEN):
         raise Failed("the target used a cookie from a reply that was not bound to its mac1")
-    # Now a genuine cookie reply, bound to the mac1 of the last initiation.
-    cookie = os.urandom(MAC_LEN)
-    nonce = os.urandom(24)
-    sealed = xaead_encrypt(cookie_key(r.our_public), nonce, cookie, nxt.data[off : off + MAC_LEN])
+    # Now two genuine cookie replies bound to the mac1 of that initiation,
+    # with different cookies.  Either may be used: the kernel (and wgpy) take
+    # one reply per message sent, wireguard-go takes each valid one.
+    ad = nxt.data[off : off + MAC_LEN]
     sender = int.from_bytes(nxt.data[4:8], "little")
-    r.send(MessageCookieReply(sender, nonce, sealed).pack(), what="cookie reply bound to its mac1")
+    cookies = [os.urandom(MAC_LEN), os.urandom(MAC_LEN)]
+    for n, cookie in enumerate(cookies, 1):
+        nonce = os.urandom(24)
+        sealed = xaead_encrypt(cookie_key(r.our_public), nonce, cookie, ad)
+        r.send(
+            MessageCookieReply(sender, nonce, sealed).pack(), what=f"cookie reply {n} for its mac1"
+        )
     third = r.wait_initiation(REKEY_TIMEOUT + r.t(3.0))
     if third is None:
-        raise Failed("no initiation from the target after our cookie reply")
+        raise Failed("no initiation from the target after our cookie replies")
     gap = third.at - nxt.at
-    want = mac(cookie, third.data[: off + MAC_LEN])
-    if third.data[off + MAC_LEN :] != want:
-        raise Failed("the initiation after our cookie reply does not carry mac2 from the cookie")
+    macs = [mac(cookie, third.data[: off + MAC_LEN]) for cookie in cookies]
+    got = third.data[off + MAC_LEN :]
+    if got not in macs:
+        raise Failed("the initiation after our cookie replies does not carry mac2 from a cookie")
     if gap < REKEY_TIMEOUT - 0.5:
         raise Failed(f"the target re-initiated {gap:.1f} s after the previous initiation")
+    which = "the first (one reply per mac1)" if got == macs[0] else "the second (latest reply)"
     _accept_and_confirm(r, third)
     if r.control is not None:
         r.control.set_keepalive(r.our_public, 0)
-    return f"bogus cookie ignored; mac2 from our cookie {gap:.1f} s later; handshake completed"
+    return (
+        f"bogus cookie ignored; of two cookie replies {which} used for mac2 "
+        f"{gap:.1f} s later; handshake completed"
+    )
 
 
 @scenario("rekey", tunnel=True, long=True)
