@@ -378,6 +378,23 @@ def test_wgpy_configured_by_hand_without_setup_mode(lab: Lab, tmp_path: Path) ->
     assert data["runner"]["psk"] is True and data["target"]["control"] is None
 
 
+@root
+@wg_tools
+def test_wgpy_set_up_through_the_wireguard_h_api(lab: Lab, tmp_path: Path) -> None:
+    # --setup-nt: WireGuardOpenAdapter finds the UAPI interface by name; the
+    # target's key and the roaming endpoint are read with GetConfiguration.
+    ns_r, node = _target(lab, "wgpy")
+    names = ["handshake-initiator", "roaming", "keepalive-persistent"]
+    args = ["--setup-nt", node.ifname, *(a for n in names for a in ("--scenario", n))]
+    rc, data, _ = _cli(lab, ns_r, node, tmp_path, "wgpy-nt", args)
+    st = _statuses(data)
+    assert st == dict.fromkeys(names, "PASS"), _explain(data, set(names))
+    assert rc == 0 and data["target"]["control"] == f"nt:{node.ifname}"
+    assert data["target"]["public_key"] == node.public_b64
+    assert "endpoint read back" in data["results"][1]["summary"]
+    assert node.dump() == []  # the runner removed its peer at the end
+
+
 # -- the kernel module in a VM ---------------------------------------------------------
 
 

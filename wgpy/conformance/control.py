@@ -183,8 +183,33 @@ class NtControl:
             code = getattr(self._api, "GetLastError", lambda: "?")()
             raise ControlError(f"WireGuardSetConfiguration failed: error {code}")
 
+    def _get(self) -> Any:
+        """The adapter's configuration (``WireGuardGetConfiguration``, sized
+        by a first call with no buffer), as :class:`wgpy.nt.abi.InterfaceConfig`."""
+        from wgpy.nt import abi
+
+        get = getattr(self._api, "WireGuardGetConfiguration", None)
+        if not callable(get):
+            raise NotImplementedError("this wireguard.h API cannot read the configuration")
+        size = 0
+        for _ in range(4):  # the configuration may grow between the two calls
+            buf = bytearray(size)
+            ok, n = get(self._handle, buf if size else None, size)
+            if ok:
+                return abi.parse_configuration(bytes(buf[:n]), n)
+            if n <= size:
+                code = getattr(self._api, "GetLastError", lambda: "?")()
+                raise ControlError(f"WireGuardGetConfiguration failed: error {code}")
+            size = n
+        raise ControlError("WireGuardGetConfiguration: the configuration kept growing")
+
     def target_public_key(self) -> bytes | None:
-        return None  # would need WireGuardGetConfiguration; the caller passes the key
+        try:
+            cfg = self._get()
+        except NotImplementedError:
+            return None
+        key = bytes(cfg.public_key)
+        return key if any(key) else None
 
     def set_peer(self, spec: PeerSpec, *, fresh: bool) -> None:
         from wgpy.nt import abi
@@ -242,8 +267,18 @@ class NtControl:
         flags = abi.PeerFlag.HAS_PUBLIC_KEY | abi.PeerFlag.REMOVE
         self._apply([abi.PeerConfig(flags=flags, public_key=public_key)])
 
+    def close(self) -> None:
+        """Close the adapter handle (an opened adapter stays)."""
+        close = getattr(self._api, "WireGuardCloseAdapter", None)
+        if self._handle and callable(close):
+            close(self._handle)
+        self._handle = None
+
     def peer_endpoint(self, public_key: bytes) -> str | None:
-        raise NotImplementedError("reading the configuration back through wireguard.h")
+        for peer in self._get().peers:
+            if bytes(peer.public_key) == public_key:
+                return endpoint_text(*peer.endpoint) if peer.endpoint else None
+        return None
 
 
 def endpoint_text(host: str, port: int) -> str:

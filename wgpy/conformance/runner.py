@@ -309,6 +309,10 @@ class Runner:
             with contextlib.suppress(ControlError, OSError):
                 self.control.remove_peer(self.our_public)
             self._installed = False
+        closer = getattr(self.control, "close", None)
+        if callable(closer):
+            with contextlib.suppress(ControlError, OSError):
+                closer()
         for s in self.sockets.values():
             s.close()
         self.sockets.clear()
