@@ -48,22 +48,14 @@ from wgpy.noise.primitives import CryptoError, clamp, dh, public_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Scenarios that need nothing but a reachable target (no tunnel IPs, no setup).
-BASIC = {
-    "handshake-initiator",
-    "replay-initiation",
-    "stale-timestamp",
-    "garbage",
-    "reserved-bytes",
-    "mac1-wrong",
-    "low-order",
-    "cookie-under-load",
-}
 DEFAULT = [name for name, sc in SCENARIOS.items() if not sc.long]
 
 #: What each reference implementation passed here (see docs/conformance.md).
 KNOWN_PASS = {
-    "wireguard-go": set(DEFAULT),
+    # wireguard-go checks the 20 ms flood limit and records the consumption in
+    # two separate locked sections, so two initiations handled in parallel can
+    # both pass (1 run in 25 here).
+    "wireguard-go": set(DEFAULT) - {"initiation-rate"},
     "kernel": set(DEFAULT),
 }
 
@@ -316,6 +308,7 @@ FORCED = [
     "transport",
     "replay-initiation",
     "stale-timestamp",
+    "initiation-rate",
     "reserved-bytes",
     "mac1-wrong",
     "low-order",
