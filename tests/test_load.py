@@ -44,6 +44,7 @@ import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -605,6 +606,72 @@ def test_ten_thousand_peers_in_process_objects_and_memory_return() -> None:
     # (Measured: identical object counts, blocks within a few dozen.)
     assert objects[-1] - objects[0] <= 500, objects
     assert blocks[-1] - blocks[0] <= 1000, blocks
+
+
+# ---------------------------------------------------------------------------
+# bench/soak.py: a short smoke run, and its verdict rules on synthetic samples
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3")
+def test_soak_smoke_half_a_minute(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    argv = [sys.executable, "-m", "bench.soak", "--minutes", "0.5", "--interval", "2"]
+    done = subprocess.run(
+        [*argv, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["verdict"]["ok"] and result["verdict"]["handshakes"] >= 1
+    samples = result["samples"]
+    assert len(samples) >= 10
+    assert samples[-1]["rx_b"] > samples[0]["rx_b"] > 0
+
+
+def _soak_samples(
+    seconds: int, step: int = 10, rekey: int = 120, leak_kib_per_step: int = 0
+) -> list[Any]:
+    from bench.soak import Sample
+
+    out = []
+    for i, t in enumerate(range(0, seconds + 1, step)):
+        out.append(
+            Sample(
+                t=float(t),
+                rss_a_kib=50_000 + i * leak_kib_per_step,
+                rss_b_kib=50_000,
+                cpu_a_s=t / 2,
+                cpu_b_s=t / 2,
+                rx_b=1_000_000 * (i + 1),
+                rx_a=10_000 * (i + 1),
+                handshake_a=1_800_000_000 + (t // rekey) * rekey,
+            )
+        )
+    return out
+
+
+def test_soak_verdict_rules() -> None:
+    from bench.soak import judge
+
+    good = _soak_samples(1800)
+    assert judge(good, 1800, 16 * 1024).ok
+    assert judge(good, 1800, 16 * 1024).handshakes == 16
+    # A stall: B's counter stops for one interval.
+    stalled = _soak_samples(1800)
+    stalled[50].rx_b = stalled[49].rx_b
+    assert any("stall" in r for r in judge(stalled, 1800, 16 * 1024).reasons)
+    # A leak of 200 KiB per sample (36 MiB over the run).
+    leaky = _soak_samples(1800, leak_kib_per_step=200)
+    assert any("memory" in r for r in judge(leaky, 1800, 16 * 1024).reasons)
+    # Rekeys every 200 s instead of 120 s.
+    slow = _soak_samples(1800, rekey=200)
+    assert any("rekeys" in r for r in judge(slow, 1800, 16 * 1024).reasons)
+    # A short smoke run is not judged on rekeys.
+    assert judge(_soak_samples(30, step=2), 30, 16 * 1024).ok
 
 
 if __name__ == "__main__":
