@@ -271,6 +271,8 @@ class FloodBed:
         self.b.add_peer(self.a, allowed_ips=[f"{IN_A}/32"], endpoint=f"{OUT_A}:{PORT_A}")
         assert self.a.ping(IN_B, timeout=10), "the tunnel does not come up"
         self.pid_b = daemon_pid(self.b)
+        #: Why iperf3 runs produced no result (e.g. no connection under flood).
+        self.iperf_errors: list[str] = []
 
     def iperf(self) -> float:
         """Bits per second of a TCP stream A -> B (0 if it could not run)."""
@@ -295,8 +297,12 @@ class FloodBed:
             lab.stop_process(server)
         try:
             data = json.loads(done.stdout)
+        except ValueError:
+            data = {"error": (done.stderr or done.stdout)[-200:]}
+        try:
             return float(data["end"]["sum_received"]["bits_per_second"])
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
+            self.iperf_errors.append(str(data.get("error", "no result"))[:200])
             return 0.0
 
     def start_flood(self, kind: str, seconds: float) -> Any:
@@ -350,6 +356,7 @@ _STARVES = pytest.mark.xfail(
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=_STARVES) for k in FLOOD_KINDS])
 def test_spoofed_flood_keeps_half_the_throughput(bed: FloodBed, kind: str) -> None:
     lab, pid = bed.lab, bed.pid_b
+    bed.iperf_errors.clear()
     rss_before = rss_kib(pid)
     baseline: list[float] = []
     flooded: list[float] = []
@@ -374,7 +381,8 @@ def test_spoofed_flood_keeps_half_the_throughput(bed: FloodBed, kind: str) -> No
         f"{kind}: baseline {[round(b / 1e6) for b in baseline]} Mbit/s, flooded "
         f"{[round(f / 1e6) for f in flooded]} Mbit/s; flood {sent} datagrams, "
         f"{cookies} cookie replies; B RSS {rss_before} -> peak {peak} KiB, rounds "
-        f"{round_end_rss}; B CPU {cpu_seconds(pid) - cpu_before:.1f} s; B UDP {snmp}"
+        f"{round_end_rss}; B CPU {cpu_seconds(pid) - cpu_before:.1f} s; B UDP {snmp}; "
+        f"iperf3 errors {bed.iperf_errors}"
     )
     print(report)
 
