@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in ("receive", "uapi", "nt_config"):
         sys.exit(f"usage: {argv[0]} receive|uapi|nt_config [libFuzzer options] [corpus dirs]")
-    import atheris  # type: ignore[import-not-found, unused-ignore]
+    import atheris  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
     target_name = argv[1]
     sys.path.insert(0, str(HERE))
