@@ -166,3 +166,43 @@ def test_rate_limiter_under_load_caps_valid_mac2_handshakes_per_source() -> None
     responses = [d for _, d in out.datagrams if d[0] == 2]
     assert len(responses) == 5  # burst of 5, then 20/s
     assert responder.stats["rx_dropped_ratelimited"] == 5
+
+
+def test_handshake_flood_beyond_the_budget_is_dropped_unexamined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wgpy.constants import HANDSHAKE_BUDGET_BURST, HANDSHAKE_BUDGET_PER_SECOND
+
+    net, a, b = make_pair()
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    ((src, _, initiation),) = net.in_flight
+    net.in_flight = []
+    c = net.clock
+    flood = [(initiation, src)] * (HANDSHAKE_BUDGET_BURST + 500)
+    out = b.device.receive(flood, c.now, c.wall_ns)
+    stats = b.device.stats
+    assert stats["rx_dropped_handshake_overload"] == 500
+    # Within the budget, replays of the same initiation were examined and
+    # mostly refused (one response; then under load: cookie replies).
+    assert len(out.datagrams) <= HANDSHAKE_BUDGET_BURST
+    # The budget refills with time (4096/s); still under load half a second later.
+    c.advance(0.5)
+    with count_dh(monkeypatch) as dh_calls:
+        b.device.receive([(initiation, src)] * 10, c.now, c.wall_ns)
+    assert stats["rx_dropped_handshake_overload"] == 500
+    assert dh_calls == []  # under load: cookie replies, no DH
+    assert HANDSHAKE_BUDGET_PER_SECOND >= UNDER_LOAD_HANDSHAKES
+
+
+def test_transport_keeps_flowing_while_handshakes_are_shed() -> None:
+    net, a, b = make_pair()
+    net.send_packets(a, [ipv4_packet(A4, B4, b"hello")])
+    net.run()
+    garbage = [(b"\x01\0\0\0" + bytes(144), Endpoint("198.51.100.9", 1))] * 5000
+    net.send_packets(a, [ipv4_packet(A4, B4, b"data")])
+    ((_, _, data),) = net.in_flight
+    net.in_flight = []
+    c = net.clock
+    out = b.device.receive([*garbage, (data, a.address), *garbage], c.now, c.wall_ns)
+    assert out.packets == [ipv4_packet(A4, B4, b"data")]
+    assert b.device.stats["rx_dropped_handshake_overload"] > 0

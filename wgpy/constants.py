@@ -116,6 +116,14 @@ MAX_STAGED_PACKETS: Final = 128
 #: a server whose 10,000 peers rekey every two minutes (~170 messages/s) stays
 #: well below it.
 UNDER_LOAD_HANDSHAKES: Final = 512
+#: Handshake messages examined at all (mac1, cookie replies, DH) per second,
+#: and the burst allowed; beyond that they are dropped unexamined, as the
+#: kernel drops handshakes when its 4096-entry queue is full.  Examining one
+#: under load costs ~15 µs (mac1, mac2, a cookie reply), so this caps the
+#: handshake path at a few percent of a core whatever a flood sends, and the
+#: data path sharing the loop keeps running.
+HANDSHAKE_BUDGET_PER_SECOND: Final = 4096
+HANDSHAKE_BUDGET_BURST: Final = 1024
 #: How long "under load" persists after the last overload observation.
 UNDER_LOAD_AFTER_TIME: Final = 1.0
 #: Most peers a device holds (wireguard-go MaxPeers).

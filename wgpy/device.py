@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from wgpy.allowedips import AllowedIPs
 from wgpy.constants import (
     DEFAULT_MTU,
+    HANDSHAKE_BUDGET_BURST,
+    HANDSHAKE_BUDGET_PER_SECOND,
     INITIATION_SIZE,
     KEY_LEN,
     MAX_PEERS,
@@ -146,6 +148,8 @@ class Device:
         self._load_window_start = float("-inf")
         self._load_window_count = 0
         self._under_load_until = float("-inf")
+        self._budget_tokens = float(HANDSHAKE_BUDGET_BURST)
+        self._budget_time = 0.0
         self._up = True
         if private_key is not None:
             self.set_private_key(private_key)
@@ -304,7 +308,7 @@ class Device:
             if up:
                 if peer.persistent_keepalive and self._static is not None:
                     self._send_keepalive(peer, now, wall_ns, out)
-                    self._schedule(peer)
+                self._schedule(peer)
             else:
                 self._zero_peer(peer)
                 peer.timers.stop()
@@ -479,6 +483,12 @@ class Device:
         """Handshake messages, cookie replies and malformed datagrams."""
         kind = message_type(data)
         if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            if not self._handshake_budget(now):
+                # Shed load before any work (no mac1, no cookie reply), as the
+                # kernel drops handshakes when its queue is full: a flood must
+                # not starve the data path sharing this loop.
+                self.stats["rx_dropped_handshake_overload"] += 1
+                return None
             under_load = self._handshake_arrived(now)
             return self._receive_handshake(kind, data, source, under_load, now, wall_ns, out)
         if kind == MESSAGE_COOKIE_REPLY:
@@ -507,9 +517,12 @@ class Device:
             if peer.removed:
                 continue
             peer.scheduled = None
-            if self._up:
-                for action in peer.timers.expire(now):
-                    self._run_timer_action(peer, action, now, wall_ns, out)
+            if not self._up:
+                # Down: nothing fires and nothing is re-queued (the deadline
+                # stays due); set_up(True) schedules the peer again.
+                continue
+            for action in peer.timers.expire(now):
+                self._run_timer_action(peer, action, now, wall_ns, out)
             self._schedule(peer)
         return out
 
@@ -681,6 +694,19 @@ class Device:
     # ------------------------------------------------------------------
     # Receiving
     # ------------------------------------------------------------------
+
+    def _handshake_budget(self, now: float) -> bool:
+        """Token bucket over all handshake messages: True if one may be examined."""
+        elapsed = now - self._budget_time
+        self._budget_time = now
+        tokens = self._budget_tokens
+        if elapsed > 0:
+            tokens = min(HANDSHAKE_BUDGET_BURST, tokens + elapsed * HANDSHAKE_BUDGET_PER_SECOND)
+        if tokens < 1.0:
+            self._budget_tokens = tokens
+            return False
+        self._budget_tokens = tokens - 1.0
+        return True
 
     def _handshake_arrived(self, now: float) -> bool:
         """Count a handshake message; True if the device is under load.

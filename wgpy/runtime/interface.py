@@ -55,6 +55,9 @@ def monotonic() -> float:
 _MAX_BATCHES_PER_WAKEUP = 8
 #: Upper bound on a select() wait, for link-state polling.
 _POLL_INTERVAL = 1.0
+#: Pause after an unexpected error in the loop, so a persistent fault
+#: cannot turn into a busy loop.
+_ERROR_BACKOFF = 0.01
 #: rtnetlink multicast group of link events.
 _RTMGRP_LINK = 1
 
@@ -101,6 +104,8 @@ class Interface:
         self._registered_udp: list[int] = []
         self._out = Output()
         self.closed_reason: str | None = None
+        #: Unexpected errors caught (and survived) by the event loop.
+        self.errors = 0
         self.events: list[Event] = []
         self.on_event: Callable[[Event], None] | None = None
         if os.environ.get("WGPY_FORCE_UNDER_LOAD") == "1":
@@ -205,32 +210,17 @@ class Interface:
                 if deadline is not None:
                     timeout = min(timeout, max(0.0, deadline - now))
                 ready = sel.select(timeout)
-                with self.lock:
-                    if self._stop.is_set():
-                        break
-                    self._sync_udp_registrations()
-                    for key, _ in ready:
-                        what = key.data
-                        if what == "tun":
-                            self._on_tun()
-                        elif what == "wake":
-                            with contextlib.suppress(BlockingIOError, OSError):
-                                self._wake_sockets[0].recv(4096)
-                        elif what == "link" and link_watch is not None:
-                            # Any link change: re-read our state at once.
-                            with contextlib.suppress(BlockingIOError, OSError):
-                                while link_watch.recv(65536):
-                                    pass
-                            self._poll_link(*self.clock())
-                        else:
-                            self._on_udp(key.fd)
-                    now, wall = self.clock()
-                    deadline = self.device.next_deadline()
-                    if deadline is not None and deadline <= now:
-                        self._flush(self.device.handle_timers(now, wall, self._new_out()))
-                    if now - last_poll >= _POLL_INTERVAL:
-                        last_poll = now
-                        self._poll_link(now, wall)
+                try:
+                    last_poll = self._iteration(ready, link_watch, last_poll)
+                except TunClosed:
+                    raise
+                except Exception:
+                    # A bug in the engine or a handler must not end the
+                    # interface: log it (rate-limited), back off briefly, go on.
+                    self.errors += 1
+                    if self.errors <= 10 or self.errors % 1000 == 0:
+                        log.exception("%s: error in the event loop (#%d)", self.name, self.errors)
+                    time.sleep(_ERROR_BACKOFF)
         except TunClosed:
             reason = "interface removed"
         finally:
@@ -240,6 +230,41 @@ class Interface:
                 link_watch.close()
         self.closed_reason = reason
         return reason
+
+    def _iteration(
+        self,
+        ready: list[tuple[selectors.SelectorKey, int]],
+        link_watch: socket.socket | None,
+        last_poll: float,
+    ) -> float:
+        """Handle one wakeup; returns the time of the last link poll."""
+        with self.lock:
+            if self._stop.is_set():
+                return last_poll
+            self._sync_udp_registrations()
+            for key, _ in ready:
+                what = key.data
+                if what == "tun":
+                    self._on_tun()
+                elif what == "wake":
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        self._wake_sockets[0].recv(4096)
+                elif what == "link" and link_watch is not None:
+                    # Any link change: re-read our state at once.
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        while link_watch.recv(65536):
+                            pass
+                    self._poll_link(*self.clock())
+                else:
+                    self._on_udp(key.fd)
+            now, wall = self.clock()
+            deadline = self.device.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._flush(self.device.handle_timers(now, wall, self._new_out()))
+            if now - last_poll >= _POLL_INTERVAL:
+                last_poll = now
+                self._poll_link(now, wall)
+        return last_poll
 
     def _open_link_watch(self) -> socket.socket | None:
         """A netlink socket that wakes the loop on link changes (Linux), so the
