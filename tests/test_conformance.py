@@ -151,6 +151,9 @@ def test_cli_list_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["--target-endpoint", "192.0.2.1:1", "--scenario", "nope"]) == 2
     assert main(["--target-endpoint", "192.0.2.1:1", "--target-public-key", "short"]) == 2
+    capsys.readouterr()
+    assert main(["--target-endpoint", "192.0.2.1:1", "--psk", "/nonexistent/psk"]) == 2
+    assert "--psk /nonexistent/psk" in capsys.readouterr().err
     done = subprocess.run(
         [sys.executable, "-m", "wgpy.cli", "conformance", "--list"],
         capture_output=True,

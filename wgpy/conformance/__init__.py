@@ -73,7 +73,7 @@ def _read_key(path: str, what: str) -> bytes:
         with open(path, encoding="ascii") as fh:
             return decode_key(fh.read().strip())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"{PROG}: {what} {path}: {exc}") from None
+        raise ValueError(f"{what} {path}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,13 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ControlError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    try:
+        our_key = (
+            _read_key(args.our_private_key, "--our-private-key") if args.our_private_key else None
+        )
+        psk = _read_key(args.psk, "--psk") if args.psk else None
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     config = RunnerConfig(
         target_endpoint=args.target_endpoint,
         target_public_key=target_key,
-        our_private_key=_read_key(args.our_private_key, "--our-private-key")
-        if args.our_private_key
-        else None,
-        psk=_read_key(args.psk, "--psk") if args.psk else None,
+        our_private_key=our_key,
+        psk=psk,
         target_tunnel_ip=args.target_tunnel_ip,
         our_tunnel_ip=args.our_tunnel_ip,
         listen=args.listen,
