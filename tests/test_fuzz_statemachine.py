@@ -44,8 +44,8 @@ fails this test within the default number of examples.
 
 At the end of the file, deterministic companions pin down fault scenarios
 the machine reaches only by chance (checklist items 3, 21 and 24 in
-docs/checklist.md), and a strict xfail documents the handle_timers hang the
-machine found.
+docs/checklist.md), and a regression test keeps the handle_timers hang the
+machine found fixed.
 """
 
 from __future__ import annotations
@@ -527,12 +527,9 @@ TwoDevicesOverFaultyNetwork.TestCase.settings = settings(
 test_two_devices_over_a_faulty_network = TwoDevicesOverFaultyNetwork.TestCase
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wgpy bug (reported to the lead): Device.handle_timers re-queues an expired "
-    "timer without running it while the interface is down, and loops forever",
-)
 def test_keepalive_set_while_down_then_timers_return() -> None:
+    # Regression (found by this machine): handle_timers used to re-queue an
+    # expired timer without running it while the interface was down, forever.
     # wg-quick runs `wg setconf` before `ip link set up`: a persistent
     # keepalive is configured while the interface is still down.
     net, a, _b = make_pair(b"fuzz/down")

@@ -339,21 +339,7 @@ def bed() -> Iterator[FloodBed]:
         yield FloodBed(lab)
 
 
-#: Known weakness, reported to the lead with measurements: at the rate one
-#: Python process sends here (120-150k datagrams/s) the daemon's single UDP
-#: socket overflows and its single loop spends its time on the flood, so the
-#: tunnel keeps 0-10% of its throughput (valid-mac1 sometimes survives once
-#: TCP runs at full size).  Only the throughput assertion is expected to
-#: fail: silence, cookies, memory and survival are asserted before it, and
-#: any other failure still fails the test.  Remove this once fixed.
-_STARVES = pytest.mark.xfail(
-    raises=ThroughputStarved,
-    strict=False,
-    reason="wgpy weakness reported to the lead: a spoofed flood starves the data path",
-)
-
-
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=_STARVES) for k in FLOOD_KINDS])
+@pytest.mark.parametrize("kind", FLOOD_KINDS)
 def test_spoofed_flood_keeps_half_the_throughput(bed: FloodBed, kind: str) -> None:
     lab, pid = bed.lab, bed.pid_b
     bed.iperf_errors.clear()
@@ -621,12 +607,6 @@ def test_ten_thousand_peers_in_process_objects_and_memory_return() -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="wgpy weakness reported to the lead: an exception escaping the sans-IO engine "
-    "ends Interface.run (the daemon exits); only per-datagram handlers are guarded",
-)
 def test_runtime_loop_survives_an_exception_from_the_engine(
     fresh_netns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
