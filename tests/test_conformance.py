@@ -376,6 +376,31 @@ def test_wgpy_configured_by_hand_without_setup_mode(lab: Lab, tmp_path: Path) ->
 
 @root
 @wg_tools
+def test_wgpy_over_ipv6_outside_and_inside(lab: Lab, tmp_path: Path) -> None:
+    ns_r, ns_t = lab.namespace("cr6"), lab.namespace("ct6")
+    lab.veth(ns_r, ns_t, ["fd00:79::1/64", "fd00:79::11/64"], ["fd00:79::2/64"])
+    node = lab.start(ns_t, "wgpy")
+    node.configure(PORT, address=["fd79::2/64"], mtu=1420)
+    names = ["handshake-responder", "transport", "padding-mtu", "roaming", "replay-transport"]
+    json_path = tmp_path / "v6.json"
+    argv = [
+        *("ip", "netns", "exec", ns_r, sys.executable, "-m", "wgpy.cli", "conformance"),
+        *("--target-endpoint", f"[fd00:79::2]:{PORT}", "--setup-uapi", node.ifname),
+        *("--target-tunnel-ip", "fd79::2", "--our-tunnel-ip", "fd79::1"),
+        *("--roam-bind", "fd00:79::11", "--json", str(json_path)),
+        *(a for n in names for a in ("--scenario", n)),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    data = json.loads(json_path.read_text())
+    st = _statuses(data)
+    assert st == dict.fromkeys(names, "PASS"), _explain(data, set(names))
+    assert done.returncode == 0
+    # IPv6 echo: 40-byte header + 8 ICMPv6, so the smallest size tried is 48.
+    assert "from 48 to the MTU" in data["results"][2]["summary"]
+
+
+@root
+@wg_tools
 def test_wgpy_set_up_through_the_wireguard_h_api(lab: Lab, tmp_path: Path) -> None:
     # --setup-nt: WireGuardOpenAdapter finds the UAPI interface by name; the
     # target's key and the roaming endpoint are read with GetConfiguration.
