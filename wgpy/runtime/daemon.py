@@ -13,7 +13,8 @@ Environment: ``LOG_LEVEL`` = ``verbose``/``debug``, ``info``, ``error``
 (default) or ``silent``; ``WGPY_LOG_FILE`` sends a daemon's log to a file;
 ``WGPY_FORCE_UNDER_LOAD=1`` is a debug switch that makes every handshake
 require a cookie (it exercises the DoS path); ``WGPY_MTU`` sets the initial
-TUN MTU (default 1420); ``WGPY_INSECURE_TEST_RNG_SEED`` makes the RNG a
+TUN MTU (default 1420); ``WGPY_OFFLOAD=0`` turns off TUN TSO/USO and UDP
+GSO/GRO (for comparisons); ``WGPY_INSECURE_TEST_RNG_SEED`` makes the RNG a
 seeded stream, for recording test transcripts only (it makes keys predictable).
 """
 
@@ -91,11 +92,18 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
 
     try:
         mtu = int(os.environ.get("WGPY_MTU", DEFAULT_MTU))
-        tun = LinuxTun.create(name, mtu=mtu)
+        offload = os.environ.get("WGPY_OFFLOAD", "1") != "0"
+        tun = LinuxTun.create(name, mtu=mtu, offload=offload)
     except (OSError, ValueError) as exc:
         report(f"failed to create TUN device {name!r}: {exc}")
         return 1
-    iface = Interface(tun, is_link_up=tun.is_up)
+    from wgpy.net.udp import UdpBind
+
+    iface = Interface(
+        tun,
+        is_link_up=tun.is_up,
+        udp_factory=lambda port, mark: UdpBind(port, fwmark=mark, gso=offload, gro=offload),
+    )
     server: UapiServer | None = None
     try:
         iface.start()
