@@ -19,7 +19,9 @@ It fails (exit status 1, reasons on stderr and in the JSON) if
   received nothing back (TCP acknowledgements);
 * memory grows: the median RSS of a daemon over the last third of the run
   exceeds the median over the first third (after the first minute, or the
-  first sample of a short run) by more than ``--rss-slack-mib``;
+  first sample of a short run) by more than ``--rss-slack-mib`` (16), or by
+  more than 2 MiB while the least-squares trend climbs faster than
+  ``--rss-slope-mib-per-hour`` (4);
 * rekeying stops: with at least 4 minutes of run, fewer handshakes than one
   per 130 s were seen, or two were more than 130 s apart (REKEY_AFTER_TIME
   plus REKEY_TIMEOUT and jitter, with sampling slack);
@@ -50,6 +52,8 @@ IN_A, IN_B = "10.67.0.1", "10.67.0.2"
 PORT_A, PORT_B = 51820, 51821
 #: Longest allowed gap between two handshakes while traffic flows.
 MAX_REKEY_GAP = REKEY_AFTER_TIME + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + 4.7  # 130 s
+#: RSS differences below this (KiB) are allocator noise, not a trend.
+RSS_NOISE_KIB = 2048
 #: Rekeys are only judged on runs at least this long.
 REKEY_JUDGED_AFTER = 4 * 60.0
 
@@ -77,6 +81,7 @@ class Verdict:
     handshakes: int = 0
     max_handshake_gap_s: float = 0.0
     mbit_per_s: float = 0.0
+    rss_slope_kib_per_hour: dict[str, int] = field(default_factory=dict)
 
     def fail(self, reason: str) -> None:
         self.ok = False
@@ -111,7 +116,12 @@ def _sample(t0: float, a: Node, b: Node) -> Sample:
     )
 
 
-def judge(samples: list[Sample], seconds: float, rss_slack_kib: int) -> Verdict:
+def judge(
+    samples: list[Sample],
+    seconds: float,
+    rss_slack_kib: int,
+    slope_limit_kib_per_hour: int = 4096,
+) -> Verdict:
     """Apply the failure rules of the module docstring to the samples."""
     v = Verdict()
     if len(samples) < 3:
@@ -124,14 +134,24 @@ def judge(samples: list[Sample], seconds: float, rss_slack_kib: int) -> Verdict:
             v.fail(f"stall: A received nothing between t={prev.t} and t={cur.t} s")
     span = samples[-1].t - samples[0].t
     v.mbit_per_s = round((samples[-1].rx_b - samples[0].rx_b) * 8 / max(span, 1e-9) / 1e6, 1)
-    # Memory: first third (after warm-up) against the last third.
+    # Memory: first third (after warm-up) against the last third, and the
+    # trend: a steady climb is a leak even while it is still small.
     warm = [s for s in samples if s.t >= 60.0] if seconds >= 180 else samples[1:]
     third = max(1, len(warm) // 3)
     for name in ("a", "b"):
-        first = statistics.median(getattr(s, f"rss_{name}_kib") for s in warm[:third])
-        last = statistics.median(getattr(s, f"rss_{name}_kib") for s in warm[-third:])
+        rss = [getattr(s, f"rss_{name}_kib") for s in warm]
+        first = statistics.median(rss[:third])
+        last = statistics.median(rss[-third:])
         if last - first > rss_slack_kib:
             v.fail(f"memory: daemon {name.upper()} RSS grew from {first} to {last} KiB")
+        elif last - first > RSS_NOISE_KIB and len(warm) >= 3:
+            slope = statistics.linear_regression([s.t for s in warm], rss).slope * 3600
+            v.rss_slope_kib_per_hour[name] = round(slope)
+            if slope > slope_limit_kib_per_hour:
+                v.fail(
+                    f"memory: daemon {name.upper()} RSS climbs {slope / 1024:.1f} MiB/hour "
+                    f"({first} -> {last} KiB)"
+                )
     # Rekeys: distinct handshake times of the initiator.
     times = sorted({s.handshake_a for s in samples if s.handshake_a})
     v.handshakes = len(times)
@@ -194,12 +214,13 @@ def run(args: argparse.Namespace) -> tuple[Verdict, list[Sample]]:
             time.sleep(max(0.0, min(args.interval, seconds - s.t)))
         lab.stop_process(client)
         lab.stop_process(server)
-    judged = judge(samples, seconds, args.rss_slack_mib * 1024)
+    judged = judge(samples, seconds, args.rss_slack_mib * 1024, args.rss_slope_mib_per_hour * 1024)
     verdict.reasons += judged.reasons
     verdict.ok = verdict.ok and judged.ok
     verdict.handshakes = judged.handshakes
     verdict.max_handshake_gap_s = judged.max_handshake_gap_s
     verdict.mbit_per_s = judged.mbit_per_s
+    verdict.rss_slope_kib_per_hour = judged.rss_slope_kib_per_hour
     return verdict, samples
 
 
@@ -211,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--bitrate", default="100M", help="iperf3 -b value; 0 = unlimited")
     parser.add_argument("--rss-slack-mib", type=int, default=16, help="allowed RSS growth")
+    parser.add_argument(
+        "--rss-slope-mib-per-hour", type=int, default=4, help="allowed steady RSS climb"
+    )
     parser.add_argument("--json", help="write samples and verdict to this file")
     args = parser.parse_args(argv)
     missing = [t for t in ("ip", "wg", "iperf3") if shutil.which(t) is None]

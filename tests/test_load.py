@@ -721,6 +721,10 @@ def test_soak_verdict_rules() -> None:
     # A leak of 200 KiB per sample (36 MiB over the run).
     leaky = _soak_samples(1800, leak_kib_per_step=200)
     assert any("memory" in r for r in judge(leaky, 1800, 16 * 1024).reasons)
+    # A slow steady climb (40 KiB per 10 s: 7 MiB in 30 min, 14 MiB/hour)
+    # stays under the slack but not under the trend limit.
+    creeping = _soak_samples(1800, leak_kib_per_step=40)
+    assert any("climbs" in r for r in judge(creeping, 1800, 16 * 1024).reasons)
     # Rekeys every 200 s instead of 120 s.
     slow = _soak_samples(1800, rekey=200)
     assert any("rekeys" in r for r in judge(slow, 1800, 16 * 1024).reasons)
