@@ -669,12 +669,9 @@ def test_exceptions_injected_into_handlers_never_escape_and_handshakes_recover(
 STEADY_HEAP_PER_PEER = 32
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wgpy weakness (reported to the lead): Device._schedule re-queues the "
-    "far erasure deadline after every pop, so stale duplicates pile up for 540 s",
-)
 def test_timer_heap_stays_small_under_steady_two_way_traffic() -> None:
+    # Regression: Device._schedule used to re-queue the far erasure deadline
+    # after every pop, so stale duplicates piled up for 540 s.
     # A packet each way every second for ten minutes (five rekeys).  The heap
     # must not grow with time: each pop that finds no short timer armed
     # pushes the 540 s erasure deadline again, next to its earlier copies.

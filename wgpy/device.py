@@ -513,10 +513,13 @@ class Device:
             out = Output()
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, peer = heapq.heappop(heap)
+            deadline, _, peer = heapq.heappop(heap)
             if peer.removed:
                 continue
-            peer.scheduled = None
+            queued = peer.queued
+            if queued is not None:
+                queued.discard(deadline)
+            peer.scheduled = min(queued) if queued else None
             if not self._up:
                 # Down: nothing fires and nothing is re-queued (the deadline
                 # stays due); set_up(True) schedules the peer again.
@@ -847,9 +850,16 @@ class Device:
         if deadline is None or peer.removed:
             return
         scheduled = peer.scheduled
-        if scheduled is None or deadline < scheduled:
-            peer.scheduled = deadline
-            heapq.heappush(self._heap, (deadline, next(self._seq), peer))
+        if scheduled is not None and scheduled <= deadline:
+            return  # an earlier entry will pop first and reschedule
+        peer.scheduled = deadline
+        queued = peer.queued
+        if queued is None:
+            queued = peer.queued = set()
+        elif deadline in queued:
+            return  # this very deadline is already in the heap
+        queued.add(deadline)
+        heapq.heappush(self._heap, (deadline, next(self._seq), peer))
 
     def _run_timer_action(
         self, peer: Peer, action: TimerAction, now: float, wall_ns: int, out: Output

@@ -40,6 +40,7 @@ class Peer:
         "last_handshake_ns",
         "last_sent_handshake",
         "pending_index",
+        "queued",
         "removed",
         "rx_bytes",
         "scheduled",
@@ -71,6 +72,7 @@ class Peer:
         self.sent_lastminute_handshake = False
         self.pending_index = 0  # receiver index of our outstanding initiation
         self.scheduled: float | None = None  # earliest deadline queued in the device heap
+        self.queued: set[float] | None = None  # deadlines queued in the heap (no duplicates)
         self.removed = False
 
     @property
