@@ -388,3 +388,74 @@ def test_send_to_zone_of_vanished_interface_is_counted_not_raised(fresh_netns: s
         assert any(k.startswith("send_") for k in bind.stats)
     finally:
         bind.close()
+
+
+def test_wireguard_framing_filter_drops_non_wireguard_in_the_kernel(fresh_netns: str) -> None:
+    import socket as _socket
+    import time as _time
+
+    from netns import call_in_ns
+
+    from wgpy.net.udp import UdpBind as _Bind
+
+    bind = call_in_ns(fresh_netns, _Bind, 0, ipv6=False, wireguard_filter=True)
+    sender = call_in_ns(fresh_netns, _socket.socket, _socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        good = [
+            b"\x04\0\0\0" + bytes(28),  # keepalive-sized transport
+            b"\x04\0\0\0" + bytes(1400),
+            b"\x01\0\0\0" + bytes(144),
+            b"\x02\0\0\0" + bytes(88),
+            b"\x03\0\0\0" + bytes(60),
+        ]
+        bad = [
+            b"",
+            b"\x04\0\0",
+            b"\x04\0\0\0" + bytes(27),  # shorter than header + tag
+            b"\x01\0\0\0" + bytes(143),  # initiation too short
+            b"\x04\x01\0\0" + bytes(60),  # reserved byte set
+            b"\x05\0\0\0" + bytes(60),  # unknown type
+            b"hello, world, this is not wireguard at all",
+        ]
+        for payload in bad + good:
+            sender.sendto(payload, ("127.0.0.1", bind.port))
+        got: list[bytes] = []
+        deadline = _time.monotonic() + 5
+        while len(got) < len(good) and _time.monotonic() < deadline:
+            got += [d for d, _ in bind.recv_batch(bind.filenos()[0])]
+        assert sorted(got) == sorted(good)
+    finally:
+        sender.close()
+        bind.close()
+
+
+def test_split_handshakes_steers_handshake_messages_to_their_own_socket(
+    fresh_netns: str,
+) -> None:
+    import socket as _socket
+    import time as _time
+
+    from netns import call_in_ns
+
+    from wgpy.net.udp import UdpBind as _Bind
+
+    bind = call_in_ns(fresh_netns, _Bind, 0, wireguard_filter=True, split_handshakes=True)
+    sender = call_in_ns(fresh_netns, _socket.socket, _socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        assert len(bind.handshake_fds) == 2 and len(bind.filenos()) == 4
+        data_fds = [fd for fd in bind.filenos() if fd not in bind.handshake_fds]
+        transport = b"\x04\0\0\0" + bytes(60)
+        initiation = b"\x01\0\0\0" + bytes(144)
+        for payload in (transport, initiation, transport, initiation):
+            sender.sendto(payload, ("127.0.0.1", bind.port))
+        got: dict[str, list[bytes]] = {"data": [], "hs": []}
+        deadline = _time.monotonic() + 5
+        while len(got["data"]) + len(got["hs"]) < 4 and _time.monotonic() < deadline:
+            for fd in bind.filenos():
+                kind = "hs" if fd in bind.handshake_fds else "data"
+                got[kind] += [d for d, _ in bind.recv_batch(fd)]
+        assert got == {"data": [transport, transport], "hs": [initiation, initiation]}
+        assert data_fds  # replies leave from the data socket's port either way
+    finally:
+        sender.close()
+        bind.close()

@@ -122,8 +122,8 @@ UNDER_LOAD_HANDSHAKES: Final = 512
 #: under load costs ~15 µs (mac1, mac2, a cookie reply), so this caps the
 #: handshake path at a few percent of a core whatever a flood sends, and the
 #: data path sharing the loop keeps running.
-HANDSHAKE_BUDGET_PER_SECOND: Final = 4096
-HANDSHAKE_BUDGET_BURST: Final = 1024
+HANDSHAKE_BUDGET_PER_SECOND: Final = 2048
+HANDSHAKE_BUDGET_BURST: Final = 512
 #: How long "under load" persists after the last overload observation.
 UNDER_LOAD_AFTER_TIME: Final = 1.0
 #: Most peers a device holds (wireguard-go MaxPeers).

@@ -68,11 +68,35 @@ class Endpoint:
             raise ValueError(f"invalid endpoint: {text!r}") from exc
 
     @classmethod
-    def from_sockaddr(cls, addr: tuple[object, ...], local: str | None = None) -> Endpoint:
-        """Build from a socket address tuple as returned by ``recvfrom``."""
+    def from_sockaddr(
+        cls, addr: tuple[object, ...], local: str | None = None, local_ifindex: int = 0
+    ) -> Endpoint:
+        """Build from a socket address tuple as returned by ``recvfrom``.
+
+        The kernel's text form is already canonical, so this skips parsing
+        (it runs for every new source, also under a spoofed flood).  An IPv6
+        link-local source keeps its scope as a numeric zone.
+        """
         host = str(addr[0])
         port = int(addr[1])  # type: ignore[call-overload]
-        return cls(host, port, local)
+        if len(addr) == 4:
+            family = socket.AF_INET6
+            scope = int(addr[3])  # type: ignore[call-overload]
+            if scope and "%" not in host:
+                host = f"{host}%{scope}"
+            if host.startswith("::ffff:") and "." in host:
+                return cls(host, port, local, local_ifindex)  # v4-mapped: canonicalise
+        else:
+            family = socket.AF_INET
+        self = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(self, "ip", host)
+        setattr_(self, "port", port)
+        setattr_(self, "family", family)
+        setattr_(self, "local", local)
+        setattr_(self, "local_ifindex", local_ifindex)
+        setattr_(self, "_hash", hash((host, port)))
+        return self
 
     def with_local(self, local: str | None, ifindex: int = 0) -> Endpoint:
         """The same remote endpoint, remembering a different local source."""

@@ -140,6 +140,55 @@ def _enable_gro(sock: socket.socket) -> bool:
         return False
 
 
+#: A classic BPF program for UDP sockets (offset 0 is the UDP header, so the
+#: payload starts at 8; ``ldw`` loads big-endian): accept only datagrams whose
+#: first word is a WireGuard type with zero reserved bytes and which are at
+#: least that type's size (at least, not exactly: with UDP GRO the kernel
+#: hands the filter coalesced trains; exact lengths are checked in Python).
+#: Everything else is dropped before any Python runs.
+WIREGUARD_FRAMING_FILTER: tuple[tuple[int, int, int, int], ...] = (
+    (0x80, 0, 0, 0),  # 0: A = length (UDP header + payload)
+    (0x02, 0, 0, 0),  # 1: M[0] = A
+    (0x20, 0, 0, 8),  # 2: A = first payload word (big-endian)
+    (0x15, 3, 0, 0x04000000),  # 3: transport -> 7
+    (0x15, 4, 0, 0x01000000),  # 4: initiation -> 9
+    (0x15, 5, 0, 0x02000000),  # 5: response -> 11
+    (0x15, 6, 9, 0x03000000),  # 6: cookie reply -> 13, else drop
+    (0x60, 0, 0, 0),  # 7: A = M[0]
+    (0x35, 6, 7, 8 + 32),  # 8: >= header + tag -> accept
+    (0x60, 0, 0, 0),  # 9
+    (0x35, 4, 5, 8 + 148),  # 10
+    (0x60, 0, 0, 0),  # 11
+    (0x35, 2, 3, 8 + 92),  # 12
+    (0x60, 0, 0, 0),  # 13
+    (0x35, 0, 1, 8 + 64),  # 14
+    (0x06, 0, 0, 0x7FFFFFFF),  # 15: accept the whole datagram
+    (0x06, 0, 0, 0),  # 16: drop
+)
+_SO_ATTACH_FILTER = 26
+_SO_ATTACH_REUSEPORT_CBPF = 51
+#: Reuseport steering (offset 0 is the UDP payload here): transport messages
+#: to socket 0 of the group, everything else to socket 1.
+_REUSEPORT_STEER: tuple[tuple[int, int, int, int], ...] = (
+    (0x30, 0, 0, 0),  # A = first payload byte (the type)
+    (0x15, 0, 1, 4),  # transport?
+    (0x06, 0, 0, 0),  # -> data socket
+    (0x06, 0, 0, 1),  # -> handshake socket
+)
+
+
+def _attach_wireguard_filter(sock: socket.socket) -> None:
+    """Attach :data:`WIREGUARD_FRAMING_FILTER` (Linux; silently skipped elsewhere)."""
+    if not _LINUX:
+        return
+    import ctypes
+
+    program = b"".join(struct.pack("HBBI", *insn) for insn in WIREGUARD_FRAMING_FILTER)
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(WIREGUARD_FRAMING_FILTER), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
 class UdpBind:
     """The pair of UDP sockets behind a WireGuard listen port.
 
@@ -176,8 +225,25 @@ class UdpBind:
         sticky: bool = True,
         gso: bool = True,
         gro: bool = True,
+        wireguard_filter: bool = False,
+        split_handshakes: bool = False,
     ) -> None:
-        """Open and bind the sockets (in the calling thread's namespace)."""
+        """Open and bind the sockets (in the calling thread's namespace).
+
+        ``wireguard_filter`` attaches a classic BPF socket filter that drops,
+        inside the kernel, datagrams that cannot be WireGuard messages (see
+        :data:`WIREGUARD_FRAMING_FILTER`), so garbage floods cost no Python.
+
+        ``split_handshakes`` (Linux) opens a second socket per family on the
+        same port (SO_REUSEPORT) and steers every non-transport message to it
+        with a reuseport BPF program: a handshake flood then fills only that
+        socket's queue and can no longer crowd data out of the other one.
+        :attr:`handshake_fds` names those sockets, so the caller can read
+        them on a budget.
+        """
+        self._wg_filter = wireguard_filter
+        self._split = split_handshakes and _LINUX
+        self._hs: dict[int, socket.socket] = {}
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port out of range: {port}")
         if not (ipv4 or ipv6):
@@ -191,6 +257,8 @@ class UdpBind:
         self._v6: socket.socket | None = None
         self._bind(port, ipv4, ipv6)
         socks = self._sockets()
+        #: Descriptors that receive only handshake messages (with split_handshakes).
+        self.handshake_fds = frozenset(s.fileno() for s in self._hs.values())
         self._by_fd = {s.fileno(): s for s in socks}
         self._bufs = {s.fileno(): memoryview(bytearray(_RECV_BUFFER_SIZE)) for s in socks}
         self._ep_cache: dict[object, Endpoint] = {}
@@ -234,7 +302,34 @@ class UdpBind:
                     continue
                 raise
             self._v4, self._v6, self.port = v4, v6, bound
+            if self._split:
+                try:
+                    for data_sock in (v4, v6):
+                        if data_sock is not None:
+                            self._open_handshake_socket(data_sock, bound)
+                except OSError:
+                    for sock in (v4, v6, *self._hs.values()):
+                        if sock is not None:
+                            sock.close()
+                    self._hs.clear()
+                    raise
             return
+
+    def _open_handshake_socket(self, data_sock: socket.socket, port: int) -> None:
+        """Join a second socket to ``data_sock``'s port and steer handshakes to it."""
+        hs = self._open(data_sock.family, port)
+        try:
+            # Index 0 of the reuseport group is the data socket (bound first).
+            program = b"".join(struct.pack("HBBI", *insn) for insn in _REUSEPORT_STEER)
+            import ctypes
+
+            buf = ctypes.create_string_buffer(program)
+            fprog = struct.pack("HL", len(_REUSEPORT_STEER), ctypes.addressof(buf))
+            data_sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+        except BaseException:
+            hs.close()
+            raise
+        self._hs[data_sock.family] = hs
 
     def _open_v6(self, port: int) -> socket.socket | None:
         try:
@@ -256,6 +351,10 @@ class UdpBind:
                     sock.setsockopt(_IPPROTO_IP, _IP_PKTINFO, 1)
                 else:
                     sock.setsockopt(_IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            if self._wg_filter:
+                _attach_wireguard_filter(sock)
+            if self._split:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(("0.0.0.0", port) if family == socket.AF_INET else ("::", port))
             sock.setblocking(False)
         except BaseException:
@@ -273,7 +372,7 @@ class UdpBind:
     # -- queries ------------------------------------------------------------------
 
     def _sockets(self) -> list[socket.socket]:
-        return [s for s in (self._v4, self._v6) if s is not None]
+        return [s for s in (self._v4, self._v6, *self._hs.values()) if s is not None]
 
     @property
     def closed(self) -> bool:
@@ -459,9 +558,7 @@ class UdpBind:
             ):
                 dst, ifindex = _IN6_PKTINFO.unpack_from(data)
                 local = socket.inet_ntop(socket.AF_INET6, dst)
-        host = str(addr[0])
-        port = int(addr[1])  # type: ignore[call-overload]
-        return Endpoint(host, port, local, ifindex)
+        return Endpoint.from_sockaddr(addr, local, ifindex)
 
     # -- send -----------------------------------------------------------------------
 
@@ -601,9 +698,8 @@ class UdpBind:
         if not 0 <= mark <= 0xFFFFFFFF:
             raise ValueError(f"fwmark out of range: {mark}")
         value = struct.pack("=I", mark)
-        for sock in (self._v4, self._v6):
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_MARK, value)
+        for sock in self._sockets():
+            sock.setsockopt(socket.SOL_SOCKET, _SO_MARK, value)
         self.fwmark = mark
 
     def close(self) -> None:
@@ -611,9 +707,8 @@ class UdpBind:
         if self._closed:
             return
         self._closed = True
-        for sock in (self._v4, self._v6):
-            if sock is not None:
-                sock.close()
+        for sock in self._sockets():
+            sock.close()
         self._ep_cache.clear()
         self._pending.clear()
 

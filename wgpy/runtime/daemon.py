@@ -102,7 +102,14 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
     iface = Interface(
         tun,
         is_link_up=tun.is_up,
-        udp_factory=lambda port, mark: UdpBind(port, fwmark=mark, gso=offload, gro=offload),
+        udp_factory=lambda port, mark: UdpBind(
+            port,
+            fwmark=mark,
+            gso=offload,
+            gro=offload,
+            wireguard_filter=True,
+            split_handshakes=True,
+        ),
     )
     server: UapiServer | None = None
     try:

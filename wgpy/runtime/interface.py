@@ -37,6 +37,11 @@ log = logging.getLogger("wgpy.runtime")
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 
+def _priority(item: tuple[selectors.SelectorKey, int]) -> int:
+    """Order of service within one wakeup: data, TUN, control, handshakes."""
+    return {"udp": 0, "tun": 1, "udp-hs": 3}.get(item[0].data, 2)
+
+
 def short_key(key: bytes) -> str:
     """A public key abbreviated for logs, as wireguard-go prints peers."""
     return (
@@ -58,6 +63,9 @@ _POLL_INTERVAL = 1.0
 #: Pause after an unexpected error in the loop, so a persistent fault
 #: cannot turn into a busy loop.
 _ERROR_BACKOFF = 0.01
+#: How long handshake sockets rest once the handshake budget is spent
+#: (about the time the budget takes to refill a full batch).
+_HS_PAUSE = 0.016
 #: rtnetlink multicast group of link events.
 _RTMGRP_LINK = 1
 
@@ -93,7 +101,11 @@ class Interface:
         self._listen_port = listen_port
         self._fwmark = 0
         self._is_link_up = is_link_up
-        self._udp_factory = udp_factory or (lambda port, mark: UdpBind(port, fwmark=mark))
+        self._udp_factory = udp_factory or (
+            lambda port, mark: UdpBind(
+                port, fwmark=mark, wireguard_filter=True, split_handshakes=True
+            )
+        )
         self._selector: selectors.BaseSelector | None = None
         # A socket pair, not a pipe: select() on Windows waits only on sockets.
         self._wake_sockets = socket.socketpair()
@@ -102,6 +114,7 @@ class Interface:
         self._wake_r, self._wake_w = (sock.fileno() for sock in self._wake_sockets)
         self._stop = threading.Event()
         self._registered_udp: list[int] = []
+        self._hs_paused_until: float | None = None
         self._out = Output()
         self.closed_reason: str | None = None
         #: Unexpected errors caught (and survived) by the event loop.
@@ -209,6 +222,8 @@ class Interface:
                 timeout = _POLL_INTERVAL
                 if deadline is not None:
                     timeout = min(timeout, max(0.0, deadline - now))
+                if self._hs_paused_until is not None:
+                    timeout = min(timeout, max(0.0, self._hs_paused_until - now))
                 ready = sel.select(timeout)
                 try:
                     last_poll = self._iteration(ready, link_watch, last_poll)
@@ -241,10 +256,16 @@ class Interface:
         with self.lock:
             if self._stop.is_set():
                 return last_poll
+            now = monotonic()
+            if self._hs_paused_until is not None and now >= self._hs_paused_until:
+                self._hs_paused_until = None
             self._sync_udp_registrations()
-            for key, _ in ready:
+            # Data first, handshakes last: a handshake flood must not delay data.
+            for key, _ in sorted(ready, key=_priority):
                 what = key.data
-                if what == "tun":
+                if what == "udp-hs":
+                    self._on_udp_handshakes(key.fd)
+                elif what == "tun":
                     self._on_tun()
                 elif what == "wake":
                     with contextlib.suppress(BlockingIOError, OSError):
@@ -288,14 +309,19 @@ class Interface:
         sel = self._selector
         if sel is None:
             return
-        want = self.udp.filenos() if self.udp is not None else []
+        udp = self.udp
+        want = udp.filenos() if udp is not None else []
+        if self._hs_paused_until is not None and udp is not None:
+            # Handshake sockets rest while the handshake budget refills.
+            want = [fd for fd in want if fd not in udp.handshake_fds]
         if want == self._registered_udp:
             return
         for fd in self._registered_udp:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 sel.unregister(fd)
+        hs_fds = udp.handshake_fds if udp is not None else frozenset()
         for fd in want:
-            sel.register(fd, selectors.EVENT_READ, "udp")
+            sel.register(fd, selectors.EVENT_READ, "udp-hs" if fd in hs_fds else "udp")
         self._registered_udp = list(want)
 
     def _on_tun(self) -> None:
@@ -323,6 +349,25 @@ class Interface:
             self._flush(device.receive(datagrams, now, wall, self._new_out()))
             if len(datagrams) < IO_BATCH_SIZE:
                 return
+
+    def _on_udp_handshakes(self, fd: int) -> None:
+        """Read a handshake-only socket no faster than the engine's budget;
+        when it is spent, stop watching the socket until it refills (the
+        kernel queue absorbs, then drops, the excess: a flood costs no
+        Python beyond the budget)."""
+        udp, device = self.udp, self.device
+        if udp is None:
+            return
+        now, wall = self.clock()
+        budget = device.handshake_budget(now)
+        if budget >= 1:
+            datagrams = udp.recv_batch(fd, min(IO_BATCH_SIZE, budget))
+            if datagrams:
+                self._flush(device.receive(datagrams, now, wall, self._new_out()))
+            if len(datagrams) < budget:
+                return
+        self._hs_paused_until = now + _HS_PAUSE
+        self._sync_udp_registrations()
 
     def _flush(self, out: Output) -> None:
         if out.datagrams and self.udp is not None:
