@@ -44,7 +44,7 @@ fails this test within the default number of examples.
 
 At the end of the file, deterministic companions pin down fault scenarios
 the machine reaches only by chance (checklist items 3, 21 and 24 in
-docs/checklist.md), and a regression test keeps the handle_timers hang the
+the checklist in docs/conformance.md), and a regression test keeps the handle_timers hang the
 machine found fixed.
 """
 
@@ -545,7 +545,7 @@ def test_keepalive_set_while_down_then_timers_return() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Targeted companions (docs/checklist.md): fault scenarios the machine above
+# Targeted companions (the checklist in docs/conformance.md): fault scenarios the machine above
 # reaches only by chance, pinned down deterministically.
 # ---------------------------------------------------------------------------
 

@@ -1115,3 +1115,27 @@ def test_parallel_clients(served: tuple[FakeBackend, UapiServer, UapiClient]) ->
     assert errors == []
     assert len(b.device.peers) == 8 and len(b.device.allowed_ips) == 8 * 20
     check_consistent(b.device)
+
+
+def test_stalled_set_is_dropped_and_does_not_block_others(
+    served: tuple[FakeBackend, UapiServer, UapiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket as _socket
+    import time as _time
+
+    import wgpy.uapi as uapi_module
+
+    monkeypatch.setattr(uapi_module, "UAPI_SET_IDLE_TIMEOUT", 0.5)
+    _b, server, client = served
+    stalled = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    stalled.settimeout(10)
+    try:
+        stalled.connect(server.path)
+        stalled.sendall(b"set=1\nlisten_port=1234\n")  # ...and then nothing more
+        _time.sleep(0.1)
+        start = _time.monotonic()
+        assert client.get().listen_port == 1234  # applied lines stay, as in go
+        assert _time.monotonic() - start < 5
+        assert stalled.recv(100) == b"errno=-5\n\n"  # EIO for the stalled client
+    finally:
+        stalled.close()

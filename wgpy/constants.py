@@ -152,6 +152,9 @@ UDP_GSO_MAX_SEGMENTS: Final = 64
 TUN_GRO_VERIFY_CHECKSUMS: Final = False
 #: Where UAPI sockets live: ``DIR/NAME.sock`` (wireguard-go, wg).
 UAPI_SOCKET_DIRECTORY: Final = "/var/run/wireguard"
+#: Seconds a client may stay silent in the middle of a UAPI ``set`` (which
+#: holds the operation lock) before it gets EIO and is disconnected.
+UAPI_SET_IDLE_TIMEOUT: Final = 10.0
 #: Longest UAPI request line accepted (without its newline), the limit of
 #: wireguard-go's line scanner; a longer line fails the set with EIO and
 #: ends the connection, so a client cannot make the server buffer without end.

@@ -74,6 +74,7 @@ from wgpy.constants import (
     UAPI_EPROTO,
     UAPI_MAX_LINE,
     UAPI_SET_BATCH,
+    UAPI_SET_IDLE_TIMEOUT,
     UAPI_SOCKET_DIRECTORY,
 )
 from wgpy.device import Device, Output
@@ -882,7 +883,11 @@ class UapiServer:
                     else:
                         answer = self._get()
                 elif op == b"set=1":
+                    # A set holds the operation lock: a client that stalls
+                    # mid-request must not block every other client forever.
+                    conn.settimeout(UAPI_SET_IDLE_TIMEOUT)
                     err, keep = self._set(reader)
+                    conn.settimeout(None)
                     answer = _errno_line(err)
                 else:
                     log.info("UAPI: invalid operation %.40r", op)
