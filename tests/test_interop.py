@@ -390,3 +390,49 @@ def test_live_wireguard_go_capture_replays(tmp_path: object) -> None:
     from test_interop_transcript import test_replay_wireguard_go_capture
 
     test_replay_wireguard_go_capture(out)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_large_inner_mtu_fragments_the_outer_datagrams(lab: Lab, pair: str) -> None:
+    # netns.sh repeats its tests with a ~34 KB tunnel MTU: every inner packet
+    # becomes an outer datagram that IP fragments on the 1500-byte veth.
+    t = Tunnel(lab, impl_of(pair))
+    for node in (t.a, t.b):
+        node.sh("ip", "link", "set", node.ifname, "mtu", "34000")
+    assert t.a.ping(IN_B4, timeout=10)
+    for node, dst in ((t.a, IN_B4), (t.b, IN_A4)):
+        done = lab.run(
+            node.ns,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-M",
+            "do",
+            "-s",
+            "33000",
+            "-W",
+            "3",
+            dst,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout
+    assert t.a.ping(IN_B6, count=2, size=32000)
+
+
+@pytest.mark.parametrize("initiator", ["wgpy", "wireguard-go"])
+def test_rekey_across_120_seconds_with_wireguard_go(lab: Lab, initiator: str) -> None:
+    # The initiator of a session starts a new one when it sends on a keypair
+    # older than REKEY_AFTER_TIME; traffic must keep flowing across it.
+    t = Tunnel(lab, "wireguard-go")
+    first, other = (t.a, IN_B4) if initiator == "wgpy" else (t.b, IN_A4)
+    assert first.ping(other, timeout=10)
+    start = {n.impl + n.ifname: n.dump()[0].latest_handshake for n in (t.a, t.b)}
+    deadline = time.monotonic() + 135
+    while time.monotonic() < deadline:
+        assert first.ping(other, count=1, timeout=5)
+        time.sleep(4)
+    after = {n.impl + n.ifname: n.dump()[0].latest_handshake for n in (t.a, t.b)}
+    assert all(after[k] >= start[k] + 110 for k in start), (start, after)
+    assert t.a.ping(IN_B4, count=3) and t.b.ping(IN_A4, count=3)
