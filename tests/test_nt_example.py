@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from wgpy.lab import Lab
-from wgpy.noise.primitives import clamp, public_key
+from wgpy.noise.primitives import public_key
 from wgpy.nt import _build
 from wgpy.nt.abi import ErrorCode
 from wgpy.nt.adapter import Adapter
@@ -98,17 +98,17 @@ def test_example_pings_a_wireguard_go_peer(
     run_dir = tmp_path / "run"
     monkeypatch.setenv("WGPY_NT_RUN_DIR", str(run_dir))
     name = f"Example {secrets.token_hex(3)}"  # not a valid ifname: a derived one is used
-    private = clamp(secrets.token_bytes(32))
     with Lab() as lab:
         ns_a = lab.namespace("exa")
         ns_b = lab.namespace("exb")
         lab.veth(ns_a, ns_b, ["192.168.91.1/24"], ["192.168.91.2/24"])
         go = lab.start(ns_b, "wireguard-go")
         go.configure(51891, address=["10.91.0.2/24"])
-        go.add_peer(public_key(private), allowed_ips=["10.91.0.1/32"])
+        # The example generates its own key pair (libcrypto, as the original
+        # uses BCrypt) and prints the public half before creating the adapter.
         argv = [
             "ip", "netns", "exec", ns_a, str(exe), str(library), name,
-            base64.b64encode(private).decode(), go.public_b64, "192.168.91.2:51891",
+            "generate", go.public_b64, "192.168.91.2:51891",
             "10.91.0.1/24", "10.91.0.2/32", str(int(WAIT)),
         ]  # fmt: skip
         started = time.time()
@@ -124,6 +124,11 @@ def test_example_pings_a_wireguard_go_peer(
         watchdog.start()
         try:
             assert proc.stdout is not None
+            announced = proc.stdout.readline().split()
+            assert announced[:1] == ["public_key"], (announced, err_path.read_text())
+            ours = base64.b64decode(announced[1], validate=True)
+            assert len(ours) == 32
+            go.add_peer(ours, allowed_ips=["10.91.0.1/32"])
             ready = proc.stdout.readline().split()
             assert ready[:1] == ["ready"], (ready, err_path.read_text(errors="replace"))
             ifname, ifindex, version = ready[1], int(ready[2]), ready[3]
@@ -148,7 +153,10 @@ def test_example_pings_a_wireguard_go_peer(
             )
             assert go.public_b64 in shown.stdout
             with Adapter.open(name.upper()) as other:
-                (peer,) = other.get_config().peers
+                config = other.get_config()
+                # The generated private key matches the public key printed.
+                assert config.public_key == ours == public_key(config.private_key)
+                (peer,) = config.peers
                 assert peer.public_key == go.public and peer.tx_bytes > 0
                 assert other.ifindex == ifindex
             proc.send_signal(signal.SIGINT)

@@ -14,12 +14,16 @@
  *     ./example LIBRARY NAME PRIVATE_KEY PEER_PUBLIC_KEY PEER_ENDPOINT \
  *               TUNNEL_ADDRESS/PREFIX ALLOWED_IP/CIDR [SECONDS]
  *
- * Keys are base64 (as wg prints them).  PEER_ENDPOINT is a.b.c.d:port or
+ * Keys are base64 (as wg prints them); PRIVATE_KEY "generate" makes a fresh
+ * X25519 key pair with the system's crypto library (OpenSSL's libcrypto, loaded
+ * at run time, as a Windows program would use BCrypt) and prints its public key
+ * before anything else.  PEER_ENDPOINT is a.b.c.d:port or
  * [v6]:port.  The tunnel address is set on the interface with ioctl, standing in
  * for the IP Helper calls a Windows program makes with the adapter's LUID.  The
  * program stops after SECONDS (default: run until SIGINT/SIGTERM).
  *
  * Output on stdout, one record per line:
+ *     public_key <base64>           (only with PRIVATE_KEY "generate")
  *     ready <ifname> <ifindex> v<major>.<minor>
  *     stats rx_bytes=<n> tx_bytes=<n> last_handshake=<unix seconds, 0 = never>
  *     peer <public key> endpoint=<addr> rx_bytes=<n> tx_bytes=<n> last_handshake=<s>
@@ -377,6 +381,59 @@ static void PrintPeers(const WIREGUARD_INTERFACE *config, int details)
 
 static volatile sig_atomic_t Quit;
 
+/* libcrypto's EVP calls used to make an X25519 key pair (OpenSSL 1.1.1 and 3). */
+#define EVP_PKEY_X25519_ID 1034 /* NID_X25519 */
+typedef void *(*EVP_PKEY_CTX_NEW_ID_FUNC)(int, void *);
+typedef int (*EVP_PKEY_KEYGEN_INIT_FUNC)(void *);
+typedef int (*EVP_PKEY_KEYGEN_FUNC)(void *, void **);
+typedef int (*EVP_PKEY_GET_RAW_FUNC)(const void *, unsigned char *, size_t *);
+typedef void (*EVP_FREE_FUNC)(void *);
+
+/* Generate a key pair; 0 on failure (reason on stderr). */
+static int GenerateKeyPair(BYTE Private[WIREGUARD_KEY_LENGTH], BYTE Public[WIREGUARD_KEY_LENGTH])
+{
+    static const char *const Names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"};
+    void *Crypto = NULL;
+    for (size_t i = 0; i < sizeof Names / sizeof Names[0] && !Crypto; ++i)
+        Crypto = dlopen(Names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!Crypto) {
+        fprintf(stderr, "cannot load libcrypto to generate a key: %s\n", dlerror());
+        return 0;
+    }
+    EVP_PKEY_CTX_NEW_ID_FUNC CtxNew;
+    EVP_PKEY_KEYGEN_INIT_FUNC KeygenInit;
+    EVP_PKEY_KEYGEN_FUNC Keygen;
+    EVP_PKEY_GET_RAW_FUNC GetPrivate, GetPublic;
+    EVP_FREE_FUNC CtxFree, KeyFree;
+    *(void **)&CtxNew = dlsym(Crypto, "EVP_PKEY_CTX_new_id");
+    *(void **)&KeygenInit = dlsym(Crypto, "EVP_PKEY_keygen_init");
+    *(void **)&Keygen = dlsym(Crypto, "EVP_PKEY_keygen");
+    *(void **)&GetPrivate = dlsym(Crypto, "EVP_PKEY_get_raw_private_key");
+    *(void **)&GetPublic = dlsym(Crypto, "EVP_PKEY_get_raw_public_key");
+    *(void **)&CtxFree = dlsym(Crypto, "EVP_PKEY_CTX_free");
+    *(void **)&KeyFree = dlsym(Crypto, "EVP_PKEY_free");
+    if (!CtxNew || !KeygenInit || !Keygen || !GetPrivate || !GetPublic || !CtxFree || !KeyFree) {
+        fprintf(stderr, "libcrypto lacks the EVP X25519 calls\n");
+        dlclose(Crypto);
+        return 0;
+    }
+    int ok = 0;
+    void *Key = NULL, *Ctx = CtxNew(EVP_PKEY_X25519_ID, NULL);
+    size_t PrivateLen = WIREGUARD_KEY_LENGTH, PublicLen = WIREGUARD_KEY_LENGTH;
+    if (Ctx && KeygenInit(Ctx) == 1 && Keygen(Ctx, &Key) == 1 && GetPrivate(Key, Private, &PrivateLen) == 1 &&
+        GetPublic(Key, Public, &PublicLen) == 1 && PrivateLen == WIREGUARD_KEY_LENGTH &&
+        PublicLen == WIREGUARD_KEY_LENGTH)
+        ok = 1;
+    else
+        fprintf(stderr, "X25519 key generation failed\n");
+    if (Key)
+        KeyFree(Key);
+    if (Ctx)
+        CtxFree(Ctx);
+    dlclose(Crypto);
+    return ok;
+}
+
 static void OnSignal(int signum)
 {
     (void)signum;
@@ -407,12 +464,24 @@ int main(int argc, char **argv)
 
     if (argc < 8) {
         fprintf(stderr,
-                "usage: %s LIBRARY NAME PRIVATE_KEY PEER_PUBLIC_KEY PEER_ENDPOINT "
+                "usage: %s LIBRARY NAME PRIVATE_KEY|generate PEER_PUBLIC_KEY PEER_ENDPOINT "
                 "TUNNEL_ADDRESS/PREFIX ALLOWED_IP/CIDR [SECONDS]\n",
                 argv[0]);
         return 2;
     }
-    if (!DecodeKey(argv[3], Config.Interface.PrivateKey) || !DecodeKey(argv[4], Config.Peer.PublicKey) ||
+    if (strcmp(argv[3], "generate") == 0) {
+        BYTE Public[WIREGUARD_KEY_LENGTH];
+        char Text[45];
+        if (!GenerateKeyPair(Config.Interface.PrivateKey, Public))
+            return 1;
+        EncodeKey(Public, Text);
+        printf("public_key %s\n", Text);
+        fflush(stdout);
+    } else if (!DecodeKey(argv[3], Config.Interface.PrivateKey)) {
+        fprintf(stderr, "bad private key on the command line\n");
+        return 2;
+    }
+    if (!DecodeKey(argv[4], Config.Peer.PublicKey) ||
         !ParseEndpoint(argv[5], &Config.Peer.Endpoint) || !ParseAllowedIp(argv[7], &Config.AllowedIp)) {
         fprintf(stderr, "bad key, endpoint or allowed IP on the command line\n");
         return 2;
