@@ -200,14 +200,9 @@ class AllowedIPs(Generic[T]):
 
     # -- mutation ---------------------------------------------------------
 
-    def insert(self, addr: bytes, cidr: int, owner: T) -> None:
-        """Map ``addr/cidr`` to ``owner``.
-
-        ``addr`` is 4 or 16 bytes; ``cidr`` is 0..32 or 0..128, else
-        ValueError (TypeError for a non-bytes address or non-int cidr) and
-        nothing changes.  Host bits are masked off.  If the prefix exists it
-        moves to ``owner``, leaving its old owner's list.
-        """
+    def _prefix(self, addr: bytes, cidr: int) -> tuple[_Family[T], int, int]:
+        """(family, masked key, host-bit count) of ``addr/cidr``; raises
+        ValueError/TypeError for a bad address or prefix length."""
         n = len(addr)
         if n == 4 and isinstance(addr, bytes | bytearray | memoryview):
             f = self._v4
@@ -222,10 +217,21 @@ class AllowedIPs(Generic[T]):
             cidr = int(cidr)  # an int subclass (e.g. IntEnum): use the plain value
         if not 0 <= cidr <= bits:
             raise _bad_cidr(cidr, bits)
+        shift = bits - cidr
+        return f, int.from_bytes(addr, "big") >> shift << shift, shift
+
+    def insert(self, addr: bytes, cidr: int, owner: T) -> None:
+        """Map ``addr/cidr`` to ``owner``.
+
+        ``addr`` is 4 or 16 bytes; ``cidr`` is 0..32 or 0..128, else
+        ValueError (TypeError for a non-bytes address or non-int cidr) and
+        nothing changes.  Host bits are masked off.  If the prefix exists it
+        moves to ``owner``, leaving its old owner's list.
+        """
+        f, key, shift = self._prefix(addr, cidr)
         if owner is None:
             raise ValueError("owner must not be None")
-        shift = bits - cidr
-        self._insert(f, int.from_bytes(addr, "big") >> shift << shift, shift, owner)
+        self._insert(f, key, shift, owner)
 
     def insert_network(
         self, network: str | ipaddress.IPv4Network | ipaddress.IPv6Network, owner: T
@@ -391,24 +397,9 @@ class AllowedIPs(Generic[T]):
         """Remove exactly ``addr/cidr`` (host bits masked) if ``owner`` owns
         it; return whether it was removed.  Bad input raises as in
         :meth:`insert`."""
-        n = len(addr)
-        if n == 4 and isinstance(addr, bytes | bytearray | memoryview):
-            f = self._v4
-        elif n == 16 and isinstance(addr, bytes | bytearray | memoryview):
-            f = self._v6
-        else:
-            raise _bad_addr(addr)
-        bits = f.bits
-        if type(cidr) is not int:
-            if not isinstance(cidr, int) or isinstance(cidr, bool):
-                raise _bad_cidr(cidr, bits)
-            cidr = int(cidr)  # an int subclass (e.g. IntEnum): use the plain value
-        if not 0 <= cidr <= bits:
-            raise _bad_cidr(cidr, bits)
+        f, key, shift = self._prefix(addr, cidr)
         if owner is None:
             return False
-        shift = bits - cidr
-        key = int.from_bytes(addr, "big") >> shift << shift
         node = self._find(f, key, shift)
         if node is None or node.owner is not owner:
             return False
