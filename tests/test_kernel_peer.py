@@ -283,3 +283,25 @@ def test_persistent_keepalive_from_kernel(kvm: VmHandle, local: Local) -> None:
         assert time.monotonic() < deadline, "no keepalive after the handshake"
         time.sleep(0.2)
     assert _peer(local.dump(), vm.public_key).endpoint == vm.endpoint
+
+
+@pytest.mark.parametrize("local", ["wgpy"], indirect=True)
+def test_rekey_initiated_by_kernel_after_120_seconds(kvm: VmHandle, local: Local) -> None:
+    # Only the kernel has an endpoint, so it starts every session. It keeps
+    # sending, so once its keypair is REKEY_AFTER_TIME (120 s) old it starts a
+    # new handshake; wgpy must answer it and rotate keys without a stall.
+    # (wgpy-initiated rekeys run against wireguard-go in test_interop.py.)
+    vm = kvm.vm
+    configure(vm, local, local_endpoint=False, vm_endpoint=True)
+    assert ping_vm(vm, LOCAL_V4), "no reply through the tunnel"
+    first_local = _peer(local.dump(), vm.public_key).latest_handshake
+    first_vm = _peer(vm.wg_show(), local.public_key).latest_handshake
+    deadline = time.monotonic() + 135
+    while time.monotonic() < deadline:
+        assert ping_vm(vm, LOCAL_V4, attempts=2), "traffic stalled around the rekey"
+        time.sleep(4)
+    lpeer = _peer(local.dump(), vm.public_key)
+    kpeer = _peer(vm.wg_show(), local.public_key)
+    assert lpeer.latest_handshake >= first_local + 110, (first_local, lpeer)
+    assert kpeer.latest_handshake >= first_vm + 110, (first_vm, kpeer)
+    assert ping_vm(vm, LOCAL_V4) and ping_local(local.ns, VM_V4)
