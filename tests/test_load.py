@@ -546,9 +546,10 @@ def removal_request(lines: list[str], cycle: int) -> list[str]:
 
 
 #: Growth allowed (KiB) of the daemon's RSS *with the 10,000 peers
-#: configured*, from the second cycle to the last.  That state is comparable
-#: from cycle to cycle (measured over 14 cycles: 72.0-72.6 MiB after a
-#: 74.5 MiB second cycle), while RSS after removal swings by +-5 MiB with the
+#: configured*, from the second and third cycles to the last two.  That state
+#: is comparable from cycle to cycle once the first has warmed the allocator
+#: (runs seen: 72.0-72.6 MiB after a 74.5 MiB second cycle; 72.1 MiB first,
+#: then 74.1-74.6 MiB flat), while RSS after removal swings by +-5 MiB with the
 #: timing of the cyclic garbage collector and allocator fragmentation.  A
 #: leak of 100 bytes per peer and cycle would add 1 MiB per cycle.
 PEERS_RSS_SLACK_KIB = 2 * 1024
@@ -576,7 +577,9 @@ def test_ten_thousand_peers_through_the_daemon_without_leak() -> None:
             assert client.get().peers == []
             emptied.append(rss_kib(pid))
         assert node.alive()
-        assert min(loaded[-2:]) - min(loaded[:2]) <= PEERS_RSS_SLACK_KIB, (loaded, emptied)
+        # The first cycle warms the allocator (its RSS can be 2 MiB lower than
+        # every later one); compare the settled cycles 2-3 with the last two.
+        assert min(loaded[-2:]) - min(loaded[1:3]) <= PEERS_RSS_SLACK_KIB, (loaded, emptied)
         # An emptied device never holds more than a full one did.
         assert max(emptied) <= max(loaded), (loaded, emptied)
 
