@@ -698,23 +698,24 @@ class Device:
     # Receiving
     # ------------------------------------------------------------------
 
+    def _budget_tokens_at(self, now: float) -> float:
+        """The handshake token bucket refilled up to ``now`` (not stored)."""
+        elapsed = now - self._budget_time
+        tokens = self._budget_tokens
+        if elapsed > 0:
+            tokens = min(HANDSHAKE_BUDGET_BURST, tokens + elapsed * HANDSHAKE_BUDGET_PER_SECOND)
+        return tokens
+
     def handshake_budget(self, now: float) -> int:
         """How many handshake messages may be examined right now (the token
         bucket's whole tokens); the runtime reads a handshake-only socket no
         faster than this."""
-        elapsed = now - self._budget_time
-        tokens = self._budget_tokens
-        if elapsed > 0:
-            tokens = min(HANDSHAKE_BUDGET_BURST, tokens + elapsed * HANDSHAKE_BUDGET_PER_SECOND)
-        return int(tokens)
+        return int(self._budget_tokens_at(now))
 
     def _handshake_budget(self, now: float) -> bool:
         """Token bucket over all handshake messages: True if one may be examined."""
-        elapsed = now - self._budget_time
+        tokens = self._budget_tokens_at(now)
         self._budget_time = now
-        tokens = self._budget_tokens
-        if elapsed > 0:
-            tokens = min(HANDSHAKE_BUDGET_BURST, tokens + elapsed * HANDSHAKE_BUDGET_PER_SECOND)
         if tokens < 1.0:
             self._budget_tokens = tokens
             return False
