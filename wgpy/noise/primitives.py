@@ -91,14 +91,11 @@ def hmac(key: bytes | bytearray, data: bytes | bytearray) -> bytes:
     Written out by hand: it is about twice as fast as ``hmac.new`` here, and
     the handshake computes it 42 times.
     """
-    if len(key) > _BLOCK:
-        key = _blake2s(key).digest()
-    key = bytes(key) + _ZERO_PAD[len(key) :]
-    inner = _blake2s(key.translate(_IPAD))
+    inner, outer = _hmac_pads(key)
     inner.update(data)
-    outer = _blake2s(key.translate(_OPAD))
     outer.update(inner.digest())
-    return outer.digest()
+    digest: bytes = outer.digest()
+    return digest
 
 
 def kdf1(key: bytes | bytearray, ikm: bytes | bytearray) -> bytes:
