@@ -177,16 +177,22 @@ _REUSEPORT_STEER: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def _attach_wireguard_filter(sock: socket.socket) -> None:
-    """Attach :data:`WIREGUARD_FRAMING_FILTER` (Linux; silently skipped elsewhere)."""
-    if not _LINUX:
-        return
+def _attach_cbpf(
+    sock: socket.socket, option: int, program: tuple[tuple[int, int, int, int], ...]
+) -> None:
+    """Hand a classic BPF ``program`` to the kernel as a ``struct sock_fprog``
+    through SOL_SOCKET ``option`` (the kernel copies it during the call)."""
     import ctypes
 
-    program = b"".join(struct.pack("HBBI", *insn) for insn in WIREGUARD_FRAMING_FILTER)
-    buf = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HL", len(WIREGUARD_FRAMING_FILTER), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)
+
+
+def _attach_wireguard_filter(sock: socket.socket) -> None:
+    """Attach :data:`WIREGUARD_FRAMING_FILTER` (Linux; silently skipped elsewhere)."""
+    if _LINUX:
+        _attach_cbpf(sock, _SO_ATTACH_FILTER, WIREGUARD_FRAMING_FILTER)
 
 
 class UdpBind:
@@ -320,12 +326,7 @@ class UdpBind:
         hs = self._open(data_sock.family, port)
         try:
             # Index 0 of the reuseport group is the data socket (bound first).
-            program = b"".join(struct.pack("HBBI", *insn) for insn in _REUSEPORT_STEER)
-            import ctypes
-
-            buf = ctypes.create_string_buffer(program)
-            fprog = struct.pack("HL", len(_REUSEPORT_STEER), ctypes.addressof(buf))
-            data_sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+            _attach_cbpf(data_sock, _SO_ATTACH_REUSEPORT_CBPF, _REUSEPORT_STEER)
         except BaseException:
             hs.close()
             raise
