@@ -37,9 +37,13 @@ log = logging.getLogger("wgpy.runtime")
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 
+#: Order of service within one wakeup: data, TUN, control (2), handshakes.
+_PRIORITY = {"udp": 0, "tun": 1, "udp-hs": 3}
+
+
 def _priority(item: tuple[selectors.SelectorKey, int]) -> int:
-    """Order of service within one wakeup: data, TUN, control, handshakes."""
-    return {"udp": 0, "tun": 1, "udp-hs": 3}.get(item[0].data, 2)
+    """Sort key of a ready selector entry (see :data:`_PRIORITY`)."""
+    return _PRIORITY.get(item[0].data, 2)
 
 
 def short_key(key: bytes) -> str:
