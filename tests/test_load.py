@@ -626,56 +626,32 @@ def test_ten_thousand_peers_in_process_objects_and_memory_return() -> None:
 def test_runtime_loop_survives_an_exception_from_the_engine(
     fresh_netns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from netns import call_in_ns
+    from test_runtime import running_pair
 
     from wgpy.device import Device
-    from wgpy.endpoint import Endpoint
-    from wgpy.noise.primitives import clamp, public_key
-    from wgpy.runtime.interface import Interface
     from wgpy.sim import ipv4_packet
-    from wgpy.tun.memory import MemoryTun
 
-    priv_a, priv_b = clamp(os.urandom(32)), clamp(os.urandom(32))
-    tun_a, tun_b = MemoryTun("ldA"), MemoryTun("ldB")
-    a = Interface(tun_a, private_key=priv_a)
-    b = Interface(tun_b, private_key=priv_b)
-    call_in_ns(fresh_netns, a.start)
-    call_in_ns(fresh_netns, b.start)
-    a.device.add_peer(
-        public_key(priv_b),
-        endpoint=Endpoint("127.0.0.1", b.get_listen_port()),
-        allowed_ips=["10.0.0.2/32"],
-    )
-    b.device.add_peer(public_key(priv_a), allowed_ips=["10.0.0.1/32"])
     original = Device.receive
     faults = [1]  # B's engine raises once, on the first datagram batch
+    with running_pair(fresh_netns, ("ldA", "ldB")) as pair:
+        b_device, tun_a, tun_b = pair.b.device, pair.tun_a, pair.tun_b
 
-    def receive(self: Device, *args: Any, **kwargs: Any) -> Any:
-        if self is b.device and faults:
-            faults.pop()
-            raise RuntimeError("injected engine fault")
-        return original(self, *args, **kwargs)
+        def receive(self: Device, *args: Any, **kwargs: Any) -> Any:
+            if self is b_device and faults:
+                faults.pop()
+                raise RuntimeError("injected engine fault")
+            return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Device, "receive", receive)
-    runners = [threading.Thread(target=i.run, daemon=True) for i in (a, b)]
-    for t in runners:
-        t.start()
-    try:
+        # Patched before any datagram exists: nothing is sent until the inject.
+        monkeypatch.setattr(Device, "receive", receive)
         tun_a.inject(ipv4_packet("10.0.0.1", "10.0.0.2", b"first"))  # hits the fault
         deadline = time.monotonic() + 30
-        while not tun_b.written and runners[1].is_alive() and time.monotonic() < deadline:
+        while not tun_b.written and pair.runners[1].is_alive() and time.monotonic() < deadline:
             # The initiator retries after REKEY_TIMEOUT; more data meanwhile.
             tun_a.inject(ipv4_packet("10.0.0.1", "10.0.0.2", b"again"))
             time.sleep(1.0)
-        assert runners[1].is_alive(), "B's loop ended after one engine exception"
+        assert pair.runners[1].is_alive(), "B's loop ended after one engine exception"
         assert tun_b.written, "nothing got through after the fault"
-    finally:
-        for i in (a, b):
-            i.stop()
-        for t in runners:
-            t.join(10)
-        for i in (a, b):
-            i.close()
 
 
 # ---------------------------------------------------------------------------

@@ -4,11 +4,13 @@ traffic flows, shutdown leaves no thread or descriptor, logs carry no keys."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 from netns import call_in_ns
@@ -33,28 +35,58 @@ def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
-def test_two_interfaces_exchange_traffic_and_shut_down_cleanly(
-    fresh_netns: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, logger="wgpy")
-    fds_before = _fds()
-    threads_before = set(threading.enumerate())
+@dataclass
+class RunningPair:
+    """Two in-memory-TUN interfaces peered over UDP in one namespace: A
+    (10.0.0.1) knows B's endpoint, B (10.0.0.2) learns A's."""
+
+    a: Interface
+    b: Interface
+    tun_a: MemoryTun
+    tun_b: MemoryTun
+    priv_a: bytes
+    priv_b: bytes
+    runners: list[threading.Thread]
+
+
+@contextlib.contextmanager
+def running_pair(ns: str, tun_names: tuple[str, str]) -> Iterator[RunningPair]:
+    """Start a :class:`RunningPair` with each loop on its own thread; stop,
+    join and close both on exit."""
     priv_a, priv_b = clamp(os.urandom(32)), clamp(os.urandom(32))
-    tun_a, tun_b = MemoryTun("memA"), MemoryTun("memB")
+    tun_a, tun_b = MemoryTun(tun_names[0]), MemoryTun(tun_names[1])
     a = Interface(tun_a, listen_port=0, private_key=priv_a)
     b = Interface(tun_b, listen_port=0, private_key=priv_b)
-    call_in_ns(fresh_netns, a.start)
-    call_in_ns(fresh_netns, b.start)
+    call_in_ns(ns, a.start)
+    call_in_ns(ns, b.start)
     a.device.add_peer(
         public_key(priv_b),
         endpoint=Endpoint("127.0.0.1", b.get_listen_port()),
         allowed_ips=["10.0.0.2/32"],
     )
     b.device.add_peer(public_key(priv_a), allowed_ips=["10.0.0.1/32"])
-    runners = [threading.Thread(target=i.run) for i in (a, b)]
+    runners = [threading.Thread(target=i.run, daemon=True) for i in (a, b)]
     for t in runners:
         t.start()
     try:
+        yield RunningPair(a, b, tun_a, tun_b, priv_a, priv_b, runners)
+    finally:
+        for i in (a, b):
+            i.stop()
+        for t in runners:
+            t.join(10)
+        for i in (a, b):
+            i.close()
+
+
+def test_two_interfaces_exchange_traffic_and_shut_down_cleanly(
+    fresh_netns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wgpy")
+    fds_before = _fds()
+    threads_before = set(threading.enumerate())
+    with running_pair(fresh_netns, ("memA", "memB")) as pair:
+        a, b, tun_a, tun_b = pair.a, pair.b, pair.tun_a, pair.tun_b
         tun_a.inject(ipv4_packet("10.0.0.1", "10.0.0.2", b"through the runtime"))
         assert _wait(lambda: len(tun_b.written) == 1)
         assert bytes(tun_b.written[0]) == ipv4_packet(
@@ -70,20 +102,13 @@ def test_two_interfaces_exchange_traffic_and_shut_down_cleanly(
         tun_a.inject(ipv4_packet("10.0.0.1", "10.0.0.2", b"after rebind"))
         assert _wait(lambda: len(tun_b.written) == 2)
         assert b.device.peers[0].endpoint.port == a.get_listen_port()  # type: ignore[union-attr]
-    finally:
-        for i in (a, b):
-            i.stop()
-        for t in runners:
-            t.join(10)
-        for i in (a, b):
-            i.close()
-    assert not any(t.is_alive() for t in runners)
+    assert not any(t.is_alive() for t in pair.runners)
     assert set(threading.enumerate()) <= threads_before
     assert _fds() == fds_before
     # Debug logs name peers by public key but never contain a private key.
     text = caplog.text
     assert "handshake_complete" in text
-    for priv in (priv_a, priv_b):
+    for priv in (pair.priv_a, pair.priv_b):
         for form in (
             base64.b64encode(priv).decode(),
             priv.hex(),
