@@ -576,12 +576,13 @@ class _LineTooLong(Exception):
 
 
 class _LineReader:
-    """Buffered line reader over a stream socket with a line-length cap."""
+    """Buffered line reader over a byte stream (``recv(n)``, b"" at end) with
+    a line-length cap: a socket's ``recv``, or a named pipe's read."""
 
-    __slots__ = ("_buf", "_eof", "_pos", "_sock")
+    __slots__ = ("_buf", "_eof", "_pos", "_recv")
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    def __init__(self, recv: Callable[[int], bytes]) -> None:
+        self._recv = recv
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -590,7 +591,7 @@ class _LineReader:
         if self._pos > 65536:
             del self._buf[: self._pos]
             self._pos = 0
-        data = self._sock.recv(65536)
+        data = self._recv(65536)
         if data:
             self._buf += data
         else:
@@ -866,7 +867,7 @@ class UapiServer:
     # -- one connection ----------------------------------------------------------
 
     def _serve_connection(self, conn: socket.socket) -> None:
-        reader = _LineReader(conn)
+        reader = _LineReader(conn.recv)
         try:
             while not self._closing.is_set():
                 op, complete = reader.readline(_OP_LINE_MAX)

@@ -41,10 +41,13 @@ from typing import Any
 from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE, UAPI_MAX_LINE
 from wgpy.tun.wintun import WintunLibrary, WintunTun
 from wgpy.uapi import (
+    _OP_LINE_MAX,
     UapiBackend,
-    UapiConfig,
+    UapiClient,
     UapiError,
-    parse_get_response,
+    _errno_line,
+    _LineReader,
+    _LineTooLong,
     uapi_get,
     uapi_set,
 )
@@ -69,7 +72,6 @@ PIPE_PREFIX = "\\\\.\\pipe\\ProtectedPrefix\\Administrators\\WireGuard\\"
 PIPE_SDDL = "O:SYD:P(A;;GA;;;SY)(A;;GA;;;BA)S:(ML;;NWNRNX;;;HI)"
 #: The same without the owner, for processes that may not make SYSTEM the owner.
 _PIPE_SDDL_NO_OWNER = "D:P(A;;GA;;;SY)(A;;GA;;;BA)S:(ML;;NWNRNX;;;HI)"
-_OP_LINE_MAX = 64
 _WAIT_SLICE = 0.5
 
 
@@ -206,57 +208,6 @@ def tun_ifindex(tun: EventBridgeTun) -> int:
 # ---------------------------------------------------------------------------
 
 
-class _LineTooLong(Exception):
-    pass
-
-
-class _StreamReader:
-    def __init__(self, recv: Callable[[int], bytes]) -> None:
-        self._recv = recv
-        self._buf = bytearray()
-        self._eof = False
-
-    def _fill(self) -> None:
-        data = self._recv(65536)
-        if data:
-            self._buf += data
-        else:
-            self._eof = True
-
-    def readline(self, limit: int) -> bytes | None:
-        """A line without its newline; the rest at end of input; None when empty."""
-        while True:
-            i = self._buf.find(b"\n")
-            if i >= 0:
-                if i > limit:
-                    raise _LineTooLong
-                line = bytes(self._buf[:i])
-                del self._buf[: i + 1]
-                return line
-            if len(self._buf) > limit:
-                raise _LineTooLong
-            if self._eof:
-                if not self._buf:
-                    return None
-                line = bytes(self._buf)
-                self._buf.clear()
-                return line
-            self._fill()
-
-    def readbyte(self) -> bytes | None:
-        while not self._buf:
-            if self._eof:
-                return None
-            self._fill()
-        byte = bytes(self._buf[:1])
-        del self._buf[:1]
-        return byte
-
-
-def _errno_answer(err: int) -> bytes:
-    return f"errno={-err}\n\n".encode()
-
-
 def serve_uapi_stream(
     recv: Callable[[int], bytes],
     send: Callable[[bytes], None],
@@ -266,10 +217,10 @@ def serve_uapi_stream(
     """Serve UAPI operations on one connection until it ends (wireguard.com/xplatform
     framing: ``get=1`` + blank line, or ``set=1`` + lines + blank line, each answered
     with ``errno=N`` and a blank line; anything else ends the connection)."""
-    reader = _StreamReader(recv)
+    reader = _LineReader(recv)
     try:
         while True:
-            op = reader.readline(_OP_LINE_MAX)
+            op, _ = reader.readline(_OP_LINE_MAX)  # a partial last line counts
             if op is None:
                 return
             if op == b"get=1":
@@ -277,7 +228,7 @@ def serve_uapi_stream(
                 if nxt is None:
                     return
                 if nxt != b"\n":
-                    send(_errno_answer(22))
+                    send(_errno_line(22))
                     continue
                 with op_lock:
                     answer = uapi_get(backend).encode()
@@ -285,25 +236,26 @@ def serve_uapi_stream(
             elif op == b"set=1":
                 lines: list[str] = []
                 while True:
-                    raw = reader.readline(UAPI_MAX_LINE)
+                    raw, _ = reader.readline(UAPI_MAX_LINE)
                     if raw is None or raw in (b"", b"\r"):
                         break
                     lines.append(raw.decode("utf-8", "surrogateescape"))
                 with op_lock:
                     err = uapi_set(backend, lines)
-                send(_errno_answer(err))
+                send(_errno_line(err))
             else:
                 return
     except (_LineTooLong, OSError):
         return
 
 
-class PipeUapiClient:
-    """UAPI over a named pipe (or any path ``open()`` can read and write), one
-    request per connection, with :class:`~wgpy.uapi.UapiClient`'s ``get``/``set``."""
+class PipeUapiClient(UapiClient):
+    """:class:`~wgpy.uapi.UapiClient` over a named pipe (or any path ``open()``
+    can read and write), one request per connection."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        super().__init__(path, timeout=None)
+        self.path = path  # a pipe name, not a socket in the UAPI directory
 
     def request(self, payload: bytes) -> str:
         """Send one request; the answer up to and including its blank line."""
@@ -316,28 +268,6 @@ class PipeUapiClient:
                     raise UapiError(71, "UAPI server closed the connection")  # EPROTO
                 buf += chunk
         return bytes(buf[: buf.index(b"\n\n") + 2]).decode("utf-8", "surrogateescape")
-
-    @staticmethod
-    def _errno(answer: str) -> int:
-        last = answer.rstrip("\n").rpartition("\n")[2]
-        if not last.startswith("errno="):
-            raise UapiError(71, "UAPI answer without errno")
-        return abs(int(last[len("errno=") :]))
-
-    def get(self) -> UapiConfig:
-        """The parsed configuration; UapiError on failure."""
-        answer = self.request(b"get=1\n\n")
-        err = self._errno(answer)
-        if err:
-            raise UapiError(err)
-        return parse_get_response(answer)
-
-    def set(self, lines: list[str]) -> None:
-        """Apply ``key=value`` lines; UapiError with the errno of a failure."""
-        body = "".join(line + "\n" for line in lines)
-        err = self._errno(self.request(b"set=1\n" + body.encode() + b"\n"))
-        if err:
-            raise UapiError(err)
 
 
 # ---------------------------------------------------------------------------
