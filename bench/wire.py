@@ -77,7 +77,8 @@ def _prepare(job: dict[str, Any]) -> list[Identity]:
         sock.connect((host, int(port)))
         sock.setblocking(False)
         ident = Identity(static, sock, CookieGenerator(target_pub))
-        stamper = Tai64nStamper()
+        # A pool built in a burst: its stamps must lead the clock to stay distinct.
+        stamper = Tai64nStamper(max_ahead=None)
         for _ in range(per_identity):
             hs = Handshake(target_pub)
             hs.precompute(static)

@@ -168,6 +168,8 @@ class TwoDevicesOverFaultyNetwork(RuleBasedStateMachine):
         #: Events that may leave timer-heap entries behind until the clock
         #: reaches them: backwards clock jumps and peer removals.
         self.strandings = 0
+        #: The latest wall clock any initiation may have been stamped with.
+        self.wall_high_ns = 0
         self.key_seq = 0
 
     # -- set-up ------------------------------------------------------------------
@@ -376,6 +378,8 @@ class TwoDevicesOverFaultyNetwork(RuleBasedStateMachine):
         self, kind: str, small: float, big: float, back: float, wall: float, timers: bool
     ) -> None:
         clock = self.net.clock
+        # Both "back" and "wall" can move the wall clock backwards.
+        self.wall_high_ns = max(self.wall_high_ns, clock.wall_ns)
         if kind == "small":
             clock.advance(small)
         elif kind == "big":
@@ -483,6 +487,12 @@ class TwoDevicesOverFaultyNetwork(RuleBasedStateMachine):
         # delivers everything, and lets REKEY_TIMEOUT (+ jitter) pass.
         net = self.net
         net.in_flight.clear()
+        # Timestamps follow the wall clock (never more than one whitening
+        # granule ahead, as the kernel's), so after a step back a responder
+        # accepts the other side again only once the clock has caught up.
+        lag_ns = self.wall_high_ns - net.clock.wall_ns
+        if lag_ns >= 0:
+            net.clock.step_wall(lag_ns / 1e9 + 1.0)
         for name, node in self.nodes.items():
             now, wall = self.now()
             net.collect(node, node.device.set_up(True, now, wall))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as std_hmac
+import itertools
 import json
 import os
 from pathlib import Path
@@ -123,17 +124,50 @@ def test_whitening(delta_ns: int, later: bool) -> None:
     assert is_after(tai64n(base + delta_ns), tai64n(base)) is later
 
 
-def test_stamper_is_strictly_increasing() -> None:
+GRANULE = 1 << 24
+
+
+def _label(stamp: bytes) -> int:
+    return int.from_bytes(stamp, "big")
+
+
+def test_stamper_moves_a_repeat_up_one_granule_and_no_further() -> None:
     s = Tai64nStamper()
-    first = s.stamp(2_000_000_000 * 10**9)
-    second = s.stamp(1_000_000_000 * 10**9)  # wall clock stepped back
+    base = 2_000_000_000 * 10**9
+    first = s.stamp(base)
+    assert first == tai64n(base)
+    second = s.stamp(base + 1)  # same whitening granule: one granule up
     assert is_after(second, first)
-    third = s.stamp(2_000_000_000 * 10**9 + 1)  # same whitening granule as `first`
-    assert is_after(third, second)
-    later = s.stamp(2_000_000_100 * 10**9)  # the real clock wins once it is ahead
-    assert later == tai64n(2_000_000_100 * 10**9)
-    # A bump at the end of a second carries into the seconds field.
+    assert _label(second) - _label(first) == GRANULE
+    # A third in the same granule would run two granules ahead of the clock:
+    # it follows the clock instead (the peer drops it, as with the kernel).
+    third = s.stamp(base + 2)
+    assert third == tai64n(base)
+    later = s.stamp(base + 100 * 10**9)  # the clock moved on: the clock's value
+    assert later == tai64n(base + 100 * 10**9)
+
+
+def test_stamper_follows_a_clock_stepped_back() -> None:
+    s = Tai64nStamper()
+    s.stamp(2_000_000_000 * 10**9)
+    back = s.stamp(1_000_000_000 * 10**9)
+    # Never more than one granule ahead of the wall clock, even if that means
+    # not increasing: a lead would outlive a restart of the process.
+    assert back == tai64n(1_000_000_000 * 10**9)
+    # Once the clock passes the last stamp, stamps increase again.
+    assert is_after(s.stamp(2_000_000_001 * 10**9), tai64n(2_000_000_000 * 10**9))
+
+
+def test_unbounded_stamper_is_strictly_increasing() -> None:
+    s = Tai64nStamper(max_ahead=None)
+    stamps = [s.stamp(3_000_000_000 * 10**9) for _ in range(100)]
+    assert all(is_after(b, a) for a, b in itertools.pairwise(stamps))
+    assert s.stamp(1_000_000_000 * 10**9) > stamps[-1]
+
+
+def test_stamper_bump_carries_into_the_seconds() -> None:
     edge = Tai64nStamper()
     top = edge.stamp(5 * 10**9 + 999_999_999)
-    nxt = edge.stamp(5 * 10**9)
+    nxt = edge.stamp(5 * 10**9 + 999_999_999)
     assert is_after(nxt, top) and int.from_bytes(nxt[8:], "big") == 0
+    assert int.from_bytes(nxt[:8], "big") == TAI64_BASE + 6

@@ -78,7 +78,6 @@ from wgpy.noise.messages import (
     message_type,
 )
 from wgpy.noise.primitives import StaticKey
-from wgpy.noise.tai64n import Tai64nStamper
 from wgpy.peer import Peer
 from wgpy.ratelimiter import RateLimiter
 from wgpy.rng import Rng, SystemRng, random_fraction, random_u32
@@ -140,7 +139,6 @@ class Device:
         self._index: dict[int, tuple[Peer, Keypair | None]] = {}
         self._cookie_checker = CookieChecker(self.rng)
         self._ratelimiter = RateLimiter()
-        self._stamper = Tai64nStamper()
         self._heap: list[tuple[float, int, Peer]] = []
         self._seq = itertools.count()
         self._routes: dict[bytes, Peer | None] = {}
@@ -650,7 +648,7 @@ class Device:
             peer.handshake,
             index,
             self.rng.random_bytes(KEY_LEN),
-            self._stamper.stamp(wall_ns),
+            peer.stamper.stamp(wall_ns),
         )
         if body is None:
             self.stats["handshake_refused_low_order"] += 1

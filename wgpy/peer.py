@@ -16,6 +16,7 @@ from wgpy.endpoint import Endpoint
 from wgpy.noise.cookie import CookieGenerator
 from wgpy.noise.handshake import Handshake
 from wgpy.noise.keypair import Keypairs
+from wgpy.noise.tai64n import Tai64nStamper
 from wgpy.timers import PeerTimers
 
 __all__ = ["Peer"]
@@ -45,6 +46,7 @@ class Peer:
         "rx_bytes",
         "scheduled",
         "sent_lastminute_handshake",
+        "stamper",
         "timers",
         "tx_bytes",
     )
@@ -63,6 +65,8 @@ class Peer:
         self.cookie = CookieGenerator(public_key)
         self.keypairs = Keypairs()
         self.timers = PeerTimers(jitter)
+        #: TAI64N of our initiations to this peer (increasing per peer only).
+        self.stamper = Tai64nStamper()
         self.endpoint: Endpoint | None = None
         self._staged: deque[bytes] | None = None  # created on first use: saves memory
         self.rx_bytes = 0

@@ -256,7 +256,8 @@ class Runner:
             raise ValueError("the target's public key is needed (--target-public-key)")
         self.target_public = bytes(target_public)
         self.psk = config.psk
-        self.stamper = Tai64nStamper()
+        # A test tool sends bursts of initiations: its stamps may lead the clock.
+        self.stamper = Tai64nStamper(max_ahead=None)
         self.sockets: dict[str, socket.socket] = {}
         self.sessions: dict[int, Keypair] = {}
         self.current: Keypair | None = None

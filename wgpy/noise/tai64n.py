@@ -16,6 +16,7 @@ from wgpy.constants import TAI64_BASE, TAI64N_WHITENING_MASK, TIMESTAMP_LEN
 __all__ = ["Tai64nStamper", "is_after", "tai64n"]
 
 _PACK: Final = struct.Struct(">QI")
+_GRANULE: Final = TAI64N_WHITENING_MASK + 1
 
 
 def tai64n(wall_ns: int) -> bytes:
@@ -29,34 +30,52 @@ def is_after(candidate: bytes, reference: bytes) -> bool:
     return len(candidate) == TIMESTAMP_LEN and candidate > reference
 
 
-class Tai64nStamper:
-    """Produces strictly increasing timestamps within this process.
+def _next_granule(value: int) -> int:
+    """The label one whitening granule after ``value`` (as a 96-bit integer)."""
+    seconds, nanos = value >> 32, (value & 0xFFFFFFFF) + _GRANULE
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, 0
+    return (seconds << 32) | nanos
 
-    If the wall clock stepped back (or has not moved past the whitening
-    granule since the last stamp), the next stamp is the previous one plus
-    one granule, so a responder that saw our last initiation still accepts
-    the next: without this, a clock step backwards blocks every handshake
-    until the clock catches up.  Replay protection is unaffected, since the
-    sequence only ever increases.
+
+class Tai64nStamper:
+    """The timestamps of the initiations sent to one peer.
+
+    A responder accepts an initiation only if its timestamp is strictly newer
+    than the last one it accepted from us, so two initiations to the same
+    peer within one whitening granule would lose the second.  Such a stamp is
+    moved up by one granule, but never further than ``max_ahead`` granules
+    past the wall clock: a stamp that ran ahead would make the peer reject
+    our initiations after a restart (the new process stamps with the real
+    clock) for as long as the lead.  When the clock stepped back further than
+    that, the stamp follows the clock, as the kernel's does, and the peer
+    accepts us again once the clock has caught up.
+
+    Keep one stamper per peer: the ordering a responder enforces is per
+    initiator and peer, so a device-wide sequence would make every peer's
+    stamps run ahead whenever many peers handshake at once.  ``max_ahead=None``
+    (test tools that send bursts of initiations) lets stamps lead without
+    bound.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "_max_ahead")
 
-    def __init__(self) -> None:
+    def __init__(self, max_ahead: int | None = 1) -> None:
         self._last = 0
+        self._max_ahead = max_ahead
 
     def stamp(self, wall_ns: int) -> bytes:
         """The timestamp for an initiation created at ``wall_ns``."""
         value = int.from_bytes(tai64n(wall_ns), "big")
         if value <= self._last:
-            value = self._bump(self._last)
-        self._last = value
+            bumped = _next_granule(self._last)
+            ceiling = value
+            if self._max_ahead is None:
+                ceiling = bumped
+            else:
+                for _ in range(self._max_ahead):
+                    ceiling = _next_granule(ceiling)
+            if bumped <= ceiling:
+                value = bumped
+        self._last = max(self._last, value)
         return value.to_bytes(TIMESTAMP_LEN, "big")
-
-    @staticmethod
-    def _bump(value: int) -> int:
-        seconds, nanos = value >> 32, value & 0xFFFFFFFF
-        nanos += TAI64N_WHITENING_MASK + 1
-        if nanos >= 1_000_000_000:
-            seconds, nanos = seconds + 1, 0
-        return (seconds << 32) | nanos
