@@ -110,13 +110,14 @@ def test_responder_sends_nothing_on_unconfirmed_session() -> None:
     pb = b.device.peers[0]
     assert pb.keypairs.next is not None and pb.keypairs.current is None
     net.send_packets(b, [ipv4_packet(B4, A4, b"early")])
-    sent_after = kinds(b.sent)[1:]
-    assert MESSAGE_TRANSPORT not in sent_after  # no data on the unconfirmed keypair
-    assert sent_after == [1]  # it starts its own handshake instead
+    # Nothing at all: no data on the unconfirmed keypair, and the response
+    # B just sent holds back its own initiation for REKEY_TIMEOUT.
+    assert kinds(b.sent)[1:] == []
+    assert pb.staged_count == 1
     net.fault = None
-    net.run()
-    net.tick(1)
+    net.tick(7)  # A retransmits (REKEY_TIMEOUT + jitter); B's staged packet follows
     assert ipv4_packet(B4, A4, b"early") in a.delivered
+    assert kinds(b.sent).count(1) == 0  # B never initiated
 
 
 def test_confirmation_flushes_staged_packets_and_rotates() -> None:

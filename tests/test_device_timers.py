@@ -7,6 +7,7 @@ import itertools
 from simutil import A4, B4, kinds, ping
 
 from wgpy.constants import MAX_TIMER_HANDSHAKES, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX
+from wgpy.device import Output
 from wgpy.endpoint import Endpoint
 from wgpy.sim import SimNetwork, SimNode, ipv4_packet, make_pair
 
@@ -61,6 +62,35 @@ def test_original_initiator_rekeys_on_receive_at_165s_once() -> None:
     net.send_packets(b, [ipv4_packet(B4, A4, b"late-2")])
     net.run()
     assert kinds(a.sent[n:]).count(1) == 0  # only one last-minute handshake
+
+
+def test_a_received_initiation_does_not_trigger_the_165s_rekey() -> None:
+    net, a, b = established()
+    net.clock.advance(166)  # A's session (A initiated it) is past 165 s
+    # B initiates (as a peer whose own timers decided so would); A answers it
+    # with a response and must not start a handshake of its own as well.
+    out = Output()
+    b.device._send_initiation(b.device.peers[0], False, net.clock.now, net.clock.wall_ns, out)
+    net.collect(b, out)
+    n = len(a.sent)
+    net.run()
+    assert kinds(a.sent[n:])[:1] == [2]
+    assert kinds(a.sent[n:]).count(1) == 0
+
+
+def test_a_sent_response_holds_back_our_own_initiation() -> None:
+    # B answers A's initiation; data B sends right after (crossing traffic,
+    # A's confirmation still in flight) is staged, and B does not start a
+    # second handshake within REKEY_TIMEOUT.
+    net, a, b = make_pair()
+    net.fault = lambda s, d, data: [] if data[0] == 2 else [(s, d, data)]  # lose the response
+    net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
+    net.run()
+    n = len(b.sent)
+    for _ in range(10):
+        net.send_packets(b, [ipv4_packet(B4, A4, b"crossing")])
+        net.clock.advance(0.4)
+    assert kinds(b.sent[n:]).count(1) == 0
 
 
 def test_sessions_refuse_send_and_receive_at_180s() -> None:

@@ -381,8 +381,10 @@ class Device:
         routes = self._route_table()
         packets_out = out.packets
         # Per-batch bookkeeping: peers heard from (with the source of their
-        # last authenticated packet) and peers that sent data.
+        # last authenticated packet), peers that sent transport messages, and
+        # of those the ones that sent data.
         heard: dict[Peer, Endpoint] = {}
+        transport: dict[Peer, None] = {}
         sent_data: dict[Peer, None] = {}
         last_kp: Keypair | None = None
         last_kp_live = False
@@ -418,6 +420,7 @@ class Device:
                 # Roaming: the endpoint follows authenticated packets, even
                 # ones the source filter below drops (as netns.sh asserts).
                 heard[peer] = source
+                transport[peer] = None
                 if kp is peer.keypairs.next:
                     self._confirm(peer, kp, source, now, wall_ns, out)
                 m = len(plain)
@@ -462,10 +465,13 @@ class Device:
             timers.any_authenticated_packet_traversal(now)
             if peer in sent_data:
                 timers.data_received(now)
-            # The original initiator starts one last handshake before expiry.
+            # The original initiator starts one last handshake before expiry,
+            # on a transport message (keepalive or data) only: a received
+            # initiation is answered, not followed by one of ours.
             cur = peer.keypairs.current
             if (
-                cur is not None
+                peer in transport
+                and cur is not None
                 and cur.initiator
                 and not peer.sent_lastminute_handshake
                 and now - cur.created >= REKEY_ON_RECEIVE_AGE
@@ -676,6 +682,10 @@ class Device:
         if keys is None:  # pragma: no cover - create_response guarantees state
             return
         self._install_keypair(peer, keys, now)
+        # A response is a handshake sent: REKEY_TIMEOUT now holds back our own
+        # initiation, so data crossing the handshake starts no second one
+        # (the kernel and wireguard-go set last_sent_handshake here too).
+        peer.last_sent_handshake = now
         timers = peer.timers
         timers.session_derived(now)
         timers.any_authenticated_packet_traversal(now)
