@@ -258,6 +258,24 @@ class Device:
         self._routes.clear()
         return True
 
+    def erase(self) -> None:
+        """Wipe every secret the device holds (shutdown): each peer's
+        sessions, handshake, preshared key and cookie, the cookie secret and
+        the static private key.  The device is left down and without an
+        identity; its peers stay listed (for a last ``get``)."""
+        self._up = False
+        for peer in self._peers.values():
+            self._zero_peer(peer)
+            peer.timers.stop()
+            peer.handshake.zero_all()
+            peer.cookie.zero()
+        self._cookie_checker.zero()
+        self._cookie_checker.set_public_key(None)
+        if self._static is not None:
+            self._static.zero()
+        self._static = None
+        self._responder_hash = b""
+
     def remove_all_peers(self) -> None:
         """Remove every peer (UAPI ``replace_peers``)."""
         for key in list(self._peers):

@@ -128,10 +128,13 @@ class Handshake:
         self.remote_index = 0
 
     def zero_all(self) -> None:
-        """Key erasure: also wipe the PSK copy and the precomputed DH."""
+        """Peer removal: :meth:`clear`, then also wipe the preshared key and
+        the precomputed DH (the record is unusable afterwards)."""
         self.clear()
+        self.preshared_key[:] = _EMPTY_PSK
         if self.precomputed_ss is not None:
             self.precomputed_ss[:] = bytes(KEY_LEN)
+        self.precomputed_ss = None
 
 
 def create_initiation(

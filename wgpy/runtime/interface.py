@@ -185,14 +185,14 @@ class Interface:
         self._wake()
 
     def close(self) -> None:
-        """Release every resource: sockets, TUN, pipe.  Idempotent."""
+        """Release every resource (sockets, TUN, pipe) and wipe every secret
+        of the engine.  Idempotent."""
         self._stop.set()
         with self.lock:
             if self.udp is not None:
                 self.udp.close()
                 self.udp = None
-            now, wall = self.clock()
-            self.device.set_up(False, now, wall)
+            self.device.erase()
             self.tun.close()
             for sock in self._wake_sockets:
                 sock.close()
