@@ -9,11 +9,11 @@ import pytest
 from simutil import A4, B4, count_dh, kinds, snapshot
 
 from wgpy.constants import COOKIE_REPLY_SIZE, UNDER_LOAD_HANDSHAKES
-from wgpy.device import Device
+from wgpy.device import Device, Output
 from wgpy.endpoint import Endpoint
-from wgpy.noise.cookie import CookieChecker, CookieGenerator
+from wgpy.noise.cookie import CookieChecker, CookieGenerator, mac1_key
 from wgpy.noise.messages import MessageCookieReply
-from wgpy.noise.primitives import public_key
+from wgpy.noise.primitives import mac, public_key
 from wgpy.rng import SeededRng
 from wgpy.sim import ipv4_packet, make_pair
 
@@ -119,14 +119,29 @@ def test_stored_cookie_expires_after_115s() -> None:
     assert gen.add_macs(os.urandom(116), 115.0)[-16:] == bytes(16)
 
 
-def test_many_handshakes_put_the_device_under_load() -> None:
+def _valid_mac1_junk(public: bytes, n: int) -> list[tuple[bytes, Endpoint]]:
+    """``n`` initiation-shaped datagrams with a valid mac1 for ``public`` (a
+    sender who knows the key) and random bodies."""
+    key = mac1_key(public)
+    out = []
+    for i in range(n):
+        body = b"\x01\0\0\0" + os.urandom(112)
+        out.append((body + mac(key, body) + bytes(16), Endpoint("198.51.100.2", 1 + i % 60000)))
+    return out
+
+
+def _bad_mac1_junk(n: int) -> list[tuple[bytes, Endpoint]]:
+    """``n`` initiation-shaped datagrams a sender without our key can make."""
+    return [(b"\x01\0\0\0" + os.urandom(144), Endpoint("198.51.100.3", 1 + i)) for i in range(n)]
+
+
+def test_many_valid_mac1_handshakes_put_the_device_under_load() -> None:
     net, a, b = make_pair()
     c = net.clock
-    garbage = [
-        (b"\x01\0\0\0" + os.urandom(144), Endpoint("198.51.100.2", 1))
-    ] * UNDER_LOAD_HANDSHAKES
+    assert b.device.public_key is not None
+    flood = _valid_mac1_junk(b.device.public_key, UNDER_LOAD_HANDSHAKES)
     assert not b.device.under_load(c.now)
-    b.device.receive(garbage, c.now, c.wall_ns)
+    b.device.receive(flood, c.now, c.wall_ns)
     assert b.device.under_load(c.now)
     assert b.device.under_load(c.now + 0.99) and not b.device.under_load(c.now + 1.01)
     # A genuine initiation arriving shortly after (once the handshake budget
@@ -135,6 +150,33 @@ def test_many_handshakes_put_the_device_under_load() -> None:
     net.send_packets(a, [ipv4_packet(A4, B4, b"x")])
     net.run()
     assert kinds(b.sent) == [3]
+
+
+def test_junk_without_a_valid_mac1_costs_genuine_handshakes_nothing() -> None:
+    # Keyless junk at 50,000 datagrams/s for two seconds, with a genuine
+    # initiation from A in the middle of every 1/20 s of it: none of the junk
+    # counts toward load or spends the budget, so every genuine initiation
+    # is examined and answered with a response (never a cookie reply).
+    net, a, b = make_pair()
+    c = net.clock
+    dev = b.device
+    pa = a.device.peers[0]
+    responses = 0
+    for step in range(40):
+        junk = _bad_mac1_junk(2500)
+        pa.last_sent_handshake = None  # A initiates afresh every step
+        out = Output()
+        a.device._send_initiation(pa, False, c.now, c.wall_ns, out)
+        ((_, init),) = out.datagrams
+        got = dev.receive([*junk[:1250], (init, a.address), *junk[1250:]], c.now, c.wall_ns)
+        kinds_out = [d[0] for _, d in got.datagrams]
+        assert 3 not in kinds_out, f"a cookie reply at step {step}"
+        responses += kinds_out.count(2)
+        c.advance(0.05)
+    assert responses == 40
+    assert dev.stats["rx_dropped_mac1"] == 40 * 2500
+    assert "rx_dropped_handshake_overload" not in dev.stats
+    assert not dev.under_load(c.now)
 
 
 def test_rate_limiter_under_load_caps_valid_mac2_handshakes_per_source() -> None:
@@ -200,11 +242,12 @@ def test_transport_keeps_flowing_while_handshakes_are_shed() -> None:
     net, a, b = make_pair()
     net.send_packets(a, [ipv4_packet(A4, B4, b"hello")])
     net.run()
-    garbage = [(b"\x01\0\0\0" + bytes(144), Endpoint("198.51.100.9", 1))] * 5000
+    assert b.device.public_key is not None
+    flood = _valid_mac1_junk(b.device.public_key, 2500)
     net.send_packets(a, [ipv4_packet(A4, B4, b"data")])
     ((_, _, data),) = net.in_flight
     net.in_flight = []
     c = net.clock
-    out = b.device.receive([*garbage, (data, a.address), *garbage], c.now, c.wall_ns)
+    out = b.device.receive([*flood, (data, a.address), *flood], c.now, c.wall_ns)
     assert out.packets == [ipv4_packet(A4, B4, b"data")]
     assert b.device.stats["rx_dropped_handshake_overload"] > 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from wgpy.constants import (
     REKEY_ON_RECEIVE_AGE,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
+    RESPONSE_SIZE,
     ROUTE_CACHE_MAX,
     TRANSPORT_HEADER_SIZE,
     TRANSPORT_MIN_SIZE,
@@ -88,6 +90,7 @@ __all__ = ["Device", "Event", "Output"]
 log = logging.getLogger("wgpy.device")
 
 _unpack_transport = TRANSPORT_HEADER.unpack_from
+_unpack_type = struct.Struct("<I").unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,16 +502,52 @@ class Device:
             self._schedule(peer)
         return out
 
+    def screen(self, data: bytes | memoryview) -> bool:
+        """The keyless first look at a datagram, for the runtime to apply
+        before it builds anything for it (handshake-only sockets under a
+        flood): False for a handshake message whose mac1 is wrong (counted as
+        ``rx_dropped_mac1``, as :meth:`receive` would), or for anything while
+        the device has no identity or is down (counted as ``rx_dropped_down``);
+        True for everything else, which :meth:`receive` then examines in full.
+        Changes no other state.  This is what each datagram of a junk flood
+        costs, so it is kept short."""
+        n = len(data)
+        if n == INITIATION_SIZE:
+            offset = MAC1_OFFSET_INITIATION
+            kind = MESSAGE_INITIATION
+        elif n == RESPONSE_SIZE:
+            offset = MAC1_OFFSET_RESPONSE
+            kind = MESSAGE_RESPONSE
+        else:
+            kind = 0
+        if not self._up or self._static is None:
+            self.stats["rx_dropped_down"] += 1
+            return False
+        if not kind or _unpack_type(data)[0] != kind:
+            return True  # not a handshake message: receive() judges it
+        if self._cookie_checker.check_mac1(data, offset):
+            return True
+        self.stats["rx_dropped_mac1"] += 1
+        return False
+
     def _receive_other(
         self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
     ) -> Peer | None:
         """Handshake messages, cookie replies and malformed datagrams."""
         kind = message_type(data)
         if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            offset = MAC1_OFFSET_INITIATION if kind == MESSAGE_INITIATION else MAC1_OFFSET_RESPONSE
+            # mac1 first: one keyed hash that needs no secret.  Only a message
+            # that passes it may count toward load or spend the budget, so
+            # junk from a sender without our public key cannot make genuine
+            # handshakes need cookies or crowd them out of the budget.
+            if not self._cookie_checker.check_mac1(data, offset):
+                self.stats["rx_dropped_mac1"] += 1
+                return None
             if not self._handshake_budget(now):
-                # Shed load before any work (no mac1, no cookie reply), as the
-                # kernel drops handshakes when its queue is full: a flood must
-                # not starve the data path sharing this loop.
+                # Shed load before any DH or cookie work, as the kernel drops
+                # handshakes when its queue is full: a flood must not starve
+                # the data path sharing this loop.
                 self.stats["rx_dropped_handshake_overload"] += 1
                 return None
             under_load = self._handshake_arrived(now)
@@ -772,15 +811,11 @@ class Device:
         wall_ns: int,
         out: Output,
     ) -> Peer | None:
+        """A handshake message whose mac1 verified: mac2 and the per-source
+        limit under load, then the DH work."""
         stats = self.stats
-        static = self._static
-        assert static is not None
         checker = self._cookie_checker
         mac1_offset = MAC1_OFFSET_INITIATION if kind == MESSAGE_INITIATION else MAC1_OFFSET_RESPONSE
-        # mac1 first: nothing else (certainly no DH) before it verifies.
-        if not checker.check_mac1(data, mac1_offset):
-            stats["rx_dropped_mac1"] += 1
-            return None
         if under_load:
             if not checker.check_mac2(data, mac1_offset, source, now):
                 sender = int.from_bytes(data[4:8], "little")

@@ -39,7 +39,8 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..constants import (
     IO_BATCH_SIZE,
@@ -177,6 +178,131 @@ _REUSEPORT_STEER: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
+#: Largest datagram a handshake-only socket needs: the biggest handshake
+#: message is 148 bytes; anything longer there is junk (counted as truncated).
+_HS_SLOT = 256
+#: struct mmsghdr on 64-bit Linux: a 56-byte msghdr and the received length.
+_MMSG = struct.Struct("=QI4xQQQQi4xI4x")
+_MMSG_LEN_AT = 56
+_MMSG_FLAGS_AT = 48
+_MMSG_NAMELEN_AT = 8
+_MMSG_CONTROLLEN_AT = 40
+_SOCKADDR_SPACE = 28  # sockaddr_in6, the larger of the two
+_U32 = struct.Struct("=I")
+_MSG_DONTWAIT = 0x40
+
+
+class _MmsgReader:
+    """recvmmsg(2) through ctypes for one socket: up to ``slots`` datagrams of
+    at most :data:`_HS_SLOT` bytes per system call into preallocated buffers,
+    each with its source address and packet-info cmsg as raw bytes.  Used for
+    handshake-only sockets, where a flood of junk must cost as little as
+    possible: nothing is copied or parsed before the caller's screen accepts
+    the datagram.  Linux on 64-bit only (:meth:`available`)."""
+
+    _call: Any = None
+
+    def __init__(self, fd: int, slots: int) -> None:
+        import ctypes
+
+        self._fd = fd
+        self.slots = slots
+        self.data = bytearray(_HS_SLOT * slots)
+        self.names = bytearray(_SOCKADDR_SPACE * slots)
+        self.controls = bytearray(_ANC_SIZE * slots)
+        self._iovs = bytearray(16 * slots)
+        self.headers = bytearray(_MMSG.size * slots)
+        self._keep = [
+            (ctypes.c_char * len(b)).from_buffer(b)
+            for b in (self.data, self.names, self.controls, self._iovs, self.headers)
+        ]
+        data, names, controls, iovs, headers = (ctypes.addressof(k) for k in self._keep)
+        self._headers_at = headers
+        for i in range(slots):
+            struct.pack_into("=QQ", self._iovs, 16 * i, data + _HS_SLOT * i, _HS_SLOT)
+            _MMSG.pack_into(
+                self.headers,
+                _MMSG.size * i,
+                names + _SOCKADDR_SPACE * i,
+                _SOCKADDR_SPACE,
+                iovs + 16 * i,
+                1,
+                controls + _ANC_SIZE * i,
+                _ANC_SIZE,
+                0,
+                0,
+            )
+        self._template = bytes(self.headers)
+        self.view = memoryview(self.data)
+        self.headers_view = memoryview(self.headers)
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether recvmmsg can be called here."""
+        if not _LINUX or struct.calcsize("P") != 8:
+            return False
+        if cls._call is None:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.recvmmsg
+            fn.argtypes = [
+                ctypes.c_int,
+                ctypes.c_void_p,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_void_p,
+            ]
+            fn.restype = ctypes.c_int
+            cls._call = fn
+        return True
+
+    def receive(self, limit: int) -> int:
+        """Receive up to ``limit`` datagrams now; how many arrived (0: none)."""
+        import ctypes
+
+        self.headers[:] = self._template  # the kernel overwrote the lengths
+        n = int(self._call(self._fd, self._headers_at, min(limit, self.slots), _MSG_DONTWAIT, None))
+        if n < 0:
+            err = ctypes.get_errno()
+            if err in (errno.EAGAIN, errno.EINTR):
+                return 0
+            raise OSError(err, os.strerror(err))
+        return n
+
+    def source(self, i: int) -> tuple[bytes, bytes]:
+        """(raw sockaddr, raw control data) of datagram ``i``."""
+        base = _MMSG.size * i
+        namelen = _U32.unpack_from(self.headers, base + _MMSG_NAMELEN_AT)[0]
+        ctrllen = struct.unpack_from("=Q", self.headers, base + _MMSG_CONTROLLEN_AT)[0]
+        name = bytes(self.names[_SOCKADDR_SPACE * i : _SOCKADDR_SPACE * i + namelen])
+        ctrl = bytes(self.controls[_ANC_SIZE * i : _ANC_SIZE * i + ctrllen])
+        return name, ctrl
+
+
+def _parse_sockaddr(raw: bytes) -> tuple[object, ...]:
+    """A raw sockaddr_in/sockaddr_in6 as the socket module's address tuple."""
+    family = struct.unpack_from("=H", raw)[0]
+    port = struct.unpack_from("!H", raw, 2)[0]
+    if family == _AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    flow, scope = struct.unpack_from("=I", raw, 4)[0], struct.unpack_from("=I", raw, 24)[0]
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flow, scope
+
+
+def _parse_cmsgs(raw: bytes) -> list[tuple[int, int, bytes]]:
+    """Raw control data as the socket module's ancillary data list."""
+    out = []
+    at = 0
+    while at + 16 <= len(raw):
+        length, level, kind = struct.unpack_from("=Qii", raw, at)
+        if length < 16:
+            break
+        out.append((level, kind, raw[at + 16 : at + length]))
+        at += (length + 7) & ~7
+    return out
+
+
 def _attach_cbpf(
     sock: socket.socket, option: int, program: tuple[tuple[int, int, int, int], ...]
 ) -> None:
@@ -272,9 +398,20 @@ class UdpBind:
         self.offload_stats = {}
         # Per socket: UDP_SEGMENT usable (cleared on EIO), UDP_GRO on.
         self._gso = {s.fileno(): gso and _LINUX and _probe_gso(s) for s in socks}
-        self._gro = {s.fileno(): gro and _LINUX and _enable_gro(s) for s in socks}
+        # Handshake messages are small and from many sources: no GRO there,
+        # and a recvmmsg reader so junk costs no Python before it is screened.
+        self._gro = {
+            s.fileno(): gro and _LINUX and s not in self._hs.values() and _enable_gro(s)
+            for s in socks
+        }
+        self._mmsg: dict[int, _MmsgReader] = {}
+        if self.sticky and _MmsgReader.available():
+            for hs in self._hs.values():
+                self._mmsg[hs.fileno()] = _MmsgReader(hs.fileno(), IO_BATCH_SIZE)
         self._pending: dict[int, list[tuple[bytes, Endpoint]]] = {}
         self._peek_buf = bytearray(1)
+        #: Datagrams the last :meth:`recv_batch` took from the kernel (screened or not).
+        self.last_read = 0
         if fwmark:
             try:
                 self.set_fwmark(fwmark)
@@ -407,9 +544,17 @@ class UdpBind:
     # -- receive --------------------------------------------------------------------
 
     def recv_batch(
-        self, fd: int, max_datagrams: int = IO_BATCH_SIZE
+        self,
+        fd: int,
+        max_datagrams: int = IO_BATCH_SIZE,
+        screen: Callable[[memoryview], bool] | None = None,
     ) -> list[tuple[bytes, Endpoint]]:
         """Drain up to ``max_datagrams`` datagrams from socket ``fd`` without blocking.
+
+        ``screen`` (handshake-only sockets) sees each datagram's bytes before
+        anything is copied or its source parsed; what it refuses is left out
+        (the screen counts it).  ``max_datagrams`` then bounds the datagrams
+        read, not the ones returned.
 
         With ``sticky`` each Endpoint carries ``local`` (the address the
         datagram was sent to) and ``local_ifindex`` (where it arrived).
@@ -421,6 +566,8 @@ class UdpBind:
         Returns ``[]`` when nothing is queued or after :meth:`close`.
         """
         sock = self._by_fd.get(fd)
+        self.last_read = 0
+        reader: _MmsgReader | None = None
         if sock is None or self._closed:
             if self._closed:
                 return []
@@ -428,7 +575,10 @@ class UdpBind:
         out: list[tuple[bytes, Endpoint]] = []
         view = self._bufs[fd]
         try:
-            if self._gro[fd]:
+            reader = self._mmsg.get(fd)
+            if reader is not None:
+                self._recv_mmsg(reader, out, max_datagrams, screen)
+            elif self._gro[fd]:
                 self._recv_gro(sock, view, out, max_datagrams)
             elif self.sticky:
                 self._recv_sticky(sock, view, out, max_datagrams)
@@ -436,7 +586,40 @@ class UdpBind:
                 self._recv_plain(sock, view, out, max_datagrams)
         except OSError as exc:
             self._count(f"recv_{_errname(exc.errno)}")
+        self.last_read = len(out) if reader is None else self.last_read
+        if screen is not None and reader is None:
+            out = [item for item in out if screen(memoryview(item[0]))]
         return out
+
+    def _recv_mmsg(
+        self,
+        reader: _MmsgReader,
+        out: list[tuple[bytes, Endpoint]],
+        limit: int,
+        screen: Callable[[memoryview], bool] | None,
+    ) -> None:
+        # The per-datagram hot path of a junk flood: one unpack of the header
+        # array, a slice and the screen; nothing else before it says yes.
+        n = self.last_read = reader.receive(limit)
+        if not n:
+            return
+        view = reader.view
+        cache = self._ep_cache
+        at = -_HS_SLOT
+        for i, fields in enumerate(_MMSG.iter_unpack(reader.headers_view[: n * _MMSG.size])):
+            at += _HS_SLOT
+            if fields[6] & _MSG_TRUNC:
+                self._count("recv_truncated")
+                continue
+            data = view[at : at + fields[7]]
+            if screen is not None and not screen(data):
+                continue
+            key = reader.source(i)
+            ep = cache.get(key)
+            if ep is None:
+                fresh = self._endpoint(_parse_sockaddr(key[0]), _parse_cmsgs(key[1]))
+                ep = self._remember(key, fresh)
+            out.append((bytes(data), ep))
 
     def _recv_plain(
         self, sock: socket.socket, view: memoryview, out: list[tuple[bytes, Endpoint]], limit: int

@@ -67,6 +67,9 @@ _POLL_INTERVAL = 1.0
 #: Pause after an unexpected error in the loop, so a persistent fault
 #: cannot turn into a busy loop.
 _ERROR_BACKOFF = 0.01
+#: Batches read from a handshake-only socket per wakeup: fewer than for data,
+#: so a flood of junk there leaves the data sockets most of the loop.
+_HS_BATCHES_PER_WAKEUP = 2
 #: How long handshake sockets rest once the handshake budget is spent
 #: (about the time the budget takes to refill a full batch).
 _HS_PAUSE = 0.016
@@ -355,23 +358,29 @@ class Interface:
                 return
 
     def _on_udp_handshakes(self, fd: int) -> None:
-        """Read a handshake-only socket no faster than the engine's budget;
-        when it is spent, stop watching the socket until it refills (the
-        kernel queue absorbs, then drops, the excess: a flood costs no
-        Python beyond the budget)."""
+        """Read a handshake-only socket.  Each datagram costs at most a mac1
+        check until the engine's budget of valid-mac1 messages is spent;
+        then the socket rests until the budget refills (the kernel queue
+        absorbs, then drops, the excess).  Junk without a valid mac1 never
+        spends the budget, so it cannot make the socket rest and a genuine
+        handshake behind it is read at once."""
         udp, device = self.udp, self.device
         if udp is None:
             return
-        now, wall = self.clock()
-        budget = device.handshake_budget(now)
-        if budget >= 1:
-            datagrams = udp.recv_batch(fd, min(IO_BATCH_SIZE, budget))
-            if datagrams:
-                self._flush(device.receive(datagrams, now, wall, self._new_out()))
-            if len(datagrams) < budget:
+        for _ in range(_HS_BATCHES_PER_WAKEUP):
+            now, wall = self.clock()
+            budget = device.handshake_budget(now)
+            if budget < 1:
+                self._hs_paused_until = now + _HS_PAUSE
+                self._sync_udp_registrations()
                 return
-        self._hs_paused_until = now + _HS_PAUSE
-        self._sync_udp_registrations()
+            # No more than the budget could let through, in case all are valid.
+            limit = min(IO_BATCH_SIZE, budget)
+            read = udp.recv_batch(fd, limit, device.screen)
+            if read:
+                self._flush(device.receive(read, now, wall, self._new_out()))
+            if udp.last_read < limit:
+                return
 
     def _flush(self, out: Output) -> None:
         if out.datagrams and self.udp is not None:
