@@ -151,6 +151,20 @@ def test_fixed_port_in_use_raises_eaddrinuse(fresh_netns: str) -> None:
         assert info.value.errno == errno.EADDRINUSE
 
 
+def test_split_handshake_binds_do_not_share_a_port(fresh_netns: str) -> None:
+    # The handshake socket joins the data socket with SO_REUSEPORT; that must
+    # not let a second bind (another interface of the same user) onto the port.
+    with nsh.call_in_ns(fresh_netns, UdpBind, 0, split_handshakes=True) as first:
+        for split in (True, False):
+            with pytest.raises(OSError) as info:
+                nsh.call_in_ns(fresh_netns, UdpBind, first.port, split_handshakes=split)
+            assert info.value.errno == errno.EADDRINUSE
+    with nsh.call_in_ns(fresh_netns, UdpBind, 0) as plain:
+        with pytest.raises(OSError) as info:
+            nsh.call_in_ns(fresh_netns, UdpBind, plain.port, split_handshakes=True)
+        assert info.value.errno == errno.EADDRINUSE
+
+
 def test_port_taken_on_ipv6_only_raises_and_leaks_nothing(fresh_netns: str) -> None:
     def v6_holder() -> socket.socket:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)

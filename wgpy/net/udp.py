@@ -460,7 +460,7 @@ class UdpBind:
 
     def _open_handshake_socket(self, data_sock: socket.socket, port: int) -> None:
         """Join a second socket to ``data_sock``'s port and steer handshakes to it."""
-        hs = self._open(data_sock.family, port)
+        hs = self._open(data_sock.family, port, join=True)
         try:
             # Index 0 of the reuseport group is the data socket (bound first).
             _attach_cbpf(data_sock, _SO_ATTACH_REUSEPORT_CBPF, _REUSEPORT_STEER)
@@ -478,7 +478,16 @@ class UdpBind:
             log.warning("IPv6 unavailable (%s); listening on IPv4 only", exc.strerror)
             return None
 
-    def _open(self, family: int, port: int) -> socket.socket:
+    def _open(self, family: int, port: int, *, join: bool = False) -> socket.socket:
+        """A bound socket of ``family`` on ``port``; ``join``: the handshake
+        socket joining this bind's own data socket on the port."""
+        if self._split and not join:
+            # The split needs SO_REUSEPORT, which would also let another socket
+            # of this user share the port unnoticed (wgpy with wgpy): bind it
+            # plainly first, so a port anyone holds fails with EADDRINUSE and
+            # port 0 becomes the port to share.  Whoever binds the port after
+            # us without SO_REUSEPORT gets EADDRINUSE as usual.
+            port = self._claim(family, port)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
@@ -499,6 +508,16 @@ class UdpBind:
             sock.close()
             raise
         return sock
+
+    @staticmethod
+    def _claim(family: int, port: int) -> int:
+        """Bind a plain socket of ``family`` to ``port`` and let it go again:
+        the port (a random one for 0), or OSError EADDRINUSE if it is taken."""
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            if family == socket.AF_INET6:
+                probe.setsockopt(_IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(("0.0.0.0", port) if family == socket.AF_INET else ("::", port))
+            return int(probe.getsockname()[1])
 
     def _set_buffers(self, sock: socket.socket) -> None:
         # Up to net.core.[rw]mem_max first, then beyond it if CAP_NET_ADMIN allows.
