@@ -38,16 +38,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from wgpy.constants import (
-    DEFAULT_MTU,
     MAX_TIMER_HANDSHAKES,
     UAPI_SOCKET_DIRECTORY,
     ZERO_KEY_MATERIAL_AFTER,
 )
 from wgpy.device import Event
-from wgpy.net.udp import UdpBind
 from wgpy.nt.abi import AdapterLogState, LoggerLevel, filetime_from_unix_ns
 from wgpy.nt.registry import AdapterRecord, Registry, fold_name, process_start_time
 from wgpy.runtime.interface import Interface
+from wgpy.runtime.options import InterfaceOptions
 from wgpy.tun.base import TunDevice
 from wgpy.uapi import UapiClient, UapiConfig, UapiError, parse_get_response, uapi_get, uapi_set
 
@@ -243,32 +242,23 @@ class LocalAdapter:
     def _create_linux(
         cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
     ) -> LocalAdapter:
-        from wgpy.nt import _linux
+        from wgpy.net import netns
         from wgpy.uapi import UapiServer
 
+        options = InterfaceOptions.from_environment()
         with registry.locked():
             ifname = registry.choose_ifname(name, _interface_exists)
-            netns_fd = _linux.open_thread_netns()
+            netns_fd = netns.open_thread_netns()
             tun: TunDevice | None = None
-            ctl: socket.socket | None = None
             server: UapiServer | None = None
             iface: Interface | None = None
+            close_link: Callable[[], None] = _nothing
             try:
-                tun, ifindex = _open_linux_tun(ifname, tunnel_type, guid)
-                ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                fd = netns_fd
-                sock = ctl
-                link_name = tun.name
-
-                def udp_factory(port: int, mark: int) -> UdpBind:
-                    # Sockets always open in the adapter's namespace, whichever
-                    # thread asks (a SetConfiguration may come from anywhere).
-                    return _linux.call_in_netns(fd, lambda: UdpBind(port, fwmark=mark))
-
-                def link_up() -> bool:
-                    return _linux.get_link_up(sock, link_name)
-
-                iface = Interface(tun, is_link_up=link_up, udp_factory=udp_factory)
+                tun, ifindex = _open_linux_tun(ifname, tunnel_type, guid, options)
+                set_link, get_link, close_link = _link_switch(tun, netns_fd)
+                # UDP sockets always open in the adapter's namespace, whichever
+                # thread asks (a SetConfiguration may come from anywhere).
+                iface = Interface(tun, options=options, netns_fd=netns_fd, is_link_up=get_link)
                 iface.start()
                 server = UapiServer(tun.name, iface, UAPI_SOCKET_DIRECTORY)
                 server.start()
@@ -292,13 +282,12 @@ class LocalAdapter:
                     iface.close()
                 elif tun is not None:
                     tun.close()
-                if ctl is not None:
-                    ctl.close()
+                close_link()
                 os.close(netns_fd)
                 raise
 
         def cleanup() -> None:
-            sock.close()
+            close_link()
             os.close(netns_fd)
 
         adapter = cls(
@@ -306,8 +295,8 @@ class LocalAdapter:
             iface,
             registry,
             server_close=server.close,
-            set_link=lambda up: _linux.set_link_up(sock, link_name, up),
-            get_link=link_up,
+            set_link=set_link,
+            get_link=get_link,
             netns_fd=netns_fd,
             cleanup=cleanup,
         )
@@ -327,7 +316,9 @@ class LocalAdapter:
             iface: Interface | None = None
             server: windows.NamedPipeUapiServer | None = None
             try:
-                iface = Interface(tun, is_link_up=lambda: state["up"])
+                iface = Interface(
+                    tun, options=InterfaceOptions.from_environment(), is_link_up=lambda: state["up"]
+                )
                 iface.start()
                 server = windows.NamedPipeUapiServer(ifname, iface)
                 server.start()
@@ -381,11 +372,11 @@ class LocalAdapter:
         reason = "stopped"
         try:
             if self._netns_fd is not None:
-                from wgpy.nt import _linux
+                from wgpy.net import netns
 
-                if not _linux.same_netns(self._netns_fd):
+                if not netns.same_netns(self._netns_fd):
                     # The link-state watch opens a netlink socket here.
-                    _linux._setns(self._netns_fd)
+                    netns.setns(self._netns_fd)
             reason = self.iface.run()
         except Exception:
             log.exception("%s: event loop failed", self.ifname)
@@ -470,9 +461,9 @@ class LocalAdapter:
         try:
             self._set_link(up)
         except OSError as exc:
-            from wgpy.nt import _linux
+            from wgpy.net import netns
 
-            if _LINUX and _linux.link_gone(exc):
+            if _LINUX and netns.link_gone(exc):
                 raise AdapterGone(self.ifname) from exc
             raise
         iface = self.iface
@@ -575,7 +566,9 @@ class LocalAdapter:
             cleanup()
 
 
-def _open_linux_tun(ifname: str, tunnel_type: str, guid: uuid.UUID) -> tuple[TunDevice, int]:
+def _open_linux_tun(
+    ifname: str, tunnel_type: str, guid: uuid.UUID, options: InterfaceOptions
+) -> tuple[TunDevice, int]:
     """The TUN device of a new adapter and its interface index.
 
     ``$WGPY_NT_TUN=wintun`` makes it a Wintun adapter (the Windows path, through
@@ -593,8 +586,33 @@ def _open_linux_tun(ifname: str, tunnel_type: str, guid: uuid.UUID) -> tuple[Tun
             raise
     from wgpy.tun.linux import LinuxTun
 
-    tun = LinuxTun.create(ifname, mtu=DEFAULT_MTU)
+    tun = LinuxTun.create(ifname, mtu=options.mtu, offload=options.offload)
     return tun, tun.ifindex
+
+
+def _nothing() -> None:
+    """A close function with nothing to close."""
+
+
+def _link_switch(
+    tun: TunDevice, netns_fd: int
+) -> tuple[Callable[[bool], None], Callable[[], bool], Callable[[], None]]:
+    """(set, get, close) of an adapter's link state: the TUN's own where it has
+    them (a Linux TUN follows its link into another namespace), else IFF_UP of
+    the interface by name in the adapter's namespace (the Wintun test double)."""
+    get_up = getattr(tun, "is_up", None)
+    set_up = getattr(tun, "set_up", None)
+    if get_up is not None and set_up is not None:
+        return set_up, get_up, _nothing
+    from wgpy.net import netns
+
+    sock = netns.call_in_netns(netns_fd, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    name = tun.name
+    return (
+        lambda up: netns.set_link_up(sock, name, up),
+        lambda: netns.get_link_up(sock, name),
+        sock.close,
+    )
 
 
 def _interface_exists(ifname: str) -> bool:
@@ -675,9 +693,9 @@ class RemoteAdapter:
         netns_fd: int | None = None
         ifindex = 0
         if _LINUX:
-            from wgpy.nt import _linux
+            from wgpy.net import netns
 
-            netns_fd = _linux.open_thread_netns()
+            netns_fd = netns.open_thread_netns()
             with contextlib.suppress(OSError):
                 ifindex = socket.if_nametoindex(ifname)
         record = AdapterRecord(
@@ -734,7 +752,7 @@ class RemoteAdapter:
         return 0
 
     def _in_netns(self, fn: Callable[[socket.socket], bool | None]) -> bool | None:
-        from wgpy.nt import _linux
+        from wgpy.net import netns
 
         def body() -> bool | None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -743,9 +761,9 @@ class RemoteAdapter:
         try:
             if self._netns_fd is None:
                 return body()
-            return _linux.call_in_netns(self._netns_fd, body)
+            return netns.call_in_netns(self._netns_fd, body)
         except OSError as exc:
-            if _linux.link_gone(exc):
+            if netns.link_gone(exc):
                 raise AdapterGone(self.ifname) from exc
             raise
 
@@ -753,17 +771,17 @@ class RemoteAdapter:
         """IFF_UP of the interface in the owner's namespace."""
         if not _LINUX:
             raise OSError("the state of another process's adapter is not reachable here")
-        from wgpy.nt import _linux
+        from wgpy.net import netns
 
-        return bool(self._in_netns(lambda s: _linux.get_link_up(s, self.ifname)))
+        return bool(self._in_netns(lambda s: netns.get_link_up(s, self.ifname)))
 
     def set_state(self, up: bool) -> None:
         """Set IFF_UP; the owner's event loop follows the link."""
         if not _LINUX:
             raise OSError("the state of another process's adapter is not reachable here")
-        from wgpy.nt import _linux
+        from wgpy.net import netns
 
-        self._in_netns(lambda s: _linux.set_link_up(s, self.ifname, up))
+        self._in_netns(lambda s: netns.set_link_up(s, self.ifname, up))
 
     def set_logging(self, state: int) -> None:
         """Accepted; the owner's lines stay with the owner (see the module docstring)."""

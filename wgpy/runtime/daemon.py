@@ -11,11 +11,9 @@ socket is removed, or on SIGTERM/SIGINT.
 
 Environment: ``LOG_LEVEL`` = ``verbose``/``debug``, ``info``, ``error``
 (default) or ``silent``; ``WGPY_LOG_FILE`` sends a daemon's log to a file;
-``WGPY_FORCE_UNDER_LOAD=1`` is a debug switch that makes every handshake
-require a cookie (it exercises the DoS path); ``WGPY_MTU`` sets the initial
-TUN MTU (default 1420); ``WGPY_OFFLOAD=0`` turns off TUN TSO/USO and UDP
-GSO/GRO (for comparisons); ``WGPY_INSECURE_TEST_RNG_SEED`` makes the RNG a
-seeded stream, for recording test transcripts only (it makes keys predictable).
+and the ``WGPY_*`` interface options of :mod:`wgpy.runtime.options`
+(``WGPY_MTU``, ``WGPY_OFFLOAD``, ``WGPY_FORCE_UNDER_LOAD``,
+``WGPY_INSECURE_TEST_RNG_SEED``).
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-
-from wgpy.constants import DEFAULT_MTU
 
 __all__ = ["main", "serve"]
 
@@ -68,8 +64,8 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
     ``ready`` is called once with None when UAPI is up, or with an error
     message if start-up failed.  Returns the process exit status.
     """
-    from wgpy.runtime.interface import Interface
-    from wgpy.tun.linux import LinuxTun
+    from wgpy.runtime.interface import open_interface
+    from wgpy.runtime.options import InterfaceOptions
     from wgpy.uapi import UapiServer
 
     def report(error: str | None) -> None:
@@ -91,26 +87,12 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     try:
-        mtu = int(os.environ.get("WGPY_MTU", DEFAULT_MTU))
-        offload = os.environ.get("WGPY_OFFLOAD", "1") != "0"
-        tun = LinuxTun.create(name, mtu=mtu, offload=offload)
+        options = InterfaceOptions.from_environment()
+        iface = open_interface(name, options)
     except (OSError, ValueError) as exc:
         report(f"failed to create TUN device {name!r}: {exc}")
         return 1
-    from wgpy.net.udp import UdpBind
-
-    iface = Interface(
-        tun,
-        is_link_up=tun.is_up,
-        udp_factory=lambda port, mark: UdpBind(
-            port,
-            fwmark=mark,
-            gso=offload,
-            gro=offload,
-            wireguard_filter=True,
-            split_handshakes=True,
-        ),
-    )
+    tun = iface.tun
     server: UapiServer | None = None
     try:
         iface.start()
@@ -132,9 +114,10 @@ def serve(name: str, ready: Callable[[str | None], None] | None = None) -> int:
     )
     udp = iface.udp
     families = udp.families if udp is not None else []
+    offload = getattr(tun, "offload", False)
     log.info(
         "offloads: TUN %s, UDP GSO %s, GRO %s",
-        ("TSO+USO" if tun.uso else "TSO") if tun.offload else "off",
+        ("TSO+USO" if getattr(tun, "uso", False) else "TSO") if offload else "off",
         "on" if udp is not None and any(udp.gso_enabled(f) for f in families) else "off",
         "on" if udp is not None and any(udp.gro_enabled(f) for f in families) else "off",
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import selectors
 import socket
 import threading
@@ -28,9 +27,10 @@ from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
 from wgpy.device import Device, Event, Output
 from wgpy.net.udp import UdpBind
 from wgpy.rng import Rng, SeededRng
+from wgpy.runtime.options import InterfaceOptions, UdpFactory, udp_bind_factory
 from wgpy.tun.base import TunClosed, TunDevice
 
-__all__ = ["Interface", "monotonic"]
+__all__ = ["Interface", "monotonic", "open_interface"]
 
 log = logging.getLogger("wgpy.runtime")
 
@@ -73,46 +73,51 @@ _HS_BATCHES_PER_WAKEUP = 2
 #: How long handshake sockets rest once the handshake budget is spent
 #: (about the time the budget takes to refill a full batch).
 _HS_PAUSE = 0.016
-#: rtnetlink multicast group of link events.
-_RTMGRP_LINK = 1
 
 
 class Interface:
     """A WireGuard interface with real I/O.  Implements the UAPI backend.
 
     ``tun`` may be any :class:`~wgpy.tun.base.TunDevice`.  The UDP sockets
-    are opened by :meth:`start` in the calling thread's network namespace.
+    are opened by :meth:`start` through ``options`` (see
+    :mod:`wgpy.runtime.options`; read from the environment when not given),
+    in ``netns_fd``'s network namespace if given, else the calling thread's.
+    The link state comes from ``is_link_up``, else from the TUN's own
+    ``is_up()`` when it has one (a Linux TUN reads it wherever the link lives).
     """
 
     def __init__(
         self,
         tun: TunDevice,
         *,
+        options: InterfaceOptions | None = None,
+        netns_fd: int | None = None,
         listen_port: int = 0,
         private_key: bytes | None = None,
         rng: Rng | None = None,
         is_link_up: Callable[[], bool] | None = None,
-        udp_factory: Callable[[int, int], UdpBind] | None = None,
+        udp_factory: UdpFactory | None = None,
     ) -> None:
         self.tun = tun
         self.name = tun.name
-        seed = os.environ.get("WGPY_INSECURE_TEST_RNG_SEED")
+        self.options = options if options is not None else InterfaceOptions.from_environment()
+        seed = self.options.insecure_rng_seed
         if rng is None and seed:
             # Test-only switch for recording reproducible transcripts: every
             # ephemeral key becomes predictable, so never use it for real.
             log.warning("%s: WGPY_INSECURE_TEST_RNG_SEED is set: keys are predictable", tun.name)
             rng = SeededRng(seed.encode())
         self.device = Device(private_key, rng=rng, mtu=tun.mtu or DEFAULT_MTU)
+        # Debug switch: every handshake needs a cookie (tests the DoS path).
+        self.device.force_under_load = self.options.force_under_load
         self.lock = threading.RLock()
         self.udp: UdpBind | None = None
         self._listen_port = listen_port
         self._fwmark = 0
+        if is_link_up is None:
+            is_link_up = getattr(tun, "is_up", None)
         self._is_link_up = is_link_up
-        self._udp_factory = udp_factory or (
-            lambda port, mark: UdpBind(
-                port, fwmark=mark, wireguard_filter=True, split_handshakes=True
-            )
-        )
+        self._udp_factory = udp_factory or udp_bind_factory(self.options, netns_fd)
         self._selector: selectors.BaseSelector | None = None
         # A socket pair, not a pipe: select() on Windows waits only on sockets.
         self._wake_sockets = socket.socketpair()
@@ -122,15 +127,15 @@ class Interface:
         self._stop = threading.Event()
         self._registered_udp: list[int] = []
         self._hs_paused_until: float | None = None
+        self._link_watch: socket.socket | None = None
+        self._link_netns: tuple[int, int] | None = None
+        self._link_watched = False
         self._out = Output()
         self.closed_reason: str | None = None
         #: Unexpected errors caught (and survived) by the event loop.
         self.errors = 0
         self.events: list[Event] = []
         self.on_event: Callable[[Event], None] | None = None
-        if os.environ.get("WGPY_FORCE_UNDER_LOAD") == "1":
-            # Debug switch: every handshake needs a cookie (tests the DoS path).
-            self.device.force_under_load = True
 
     # -- UAPI backend ----------------------------------------------------------
 
@@ -216,9 +221,7 @@ class Interface:
         self._selector = sel
         sel.register(self.tun.fileno(), selectors.EVENT_READ, "tun")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        link_watch = self._open_link_watch()
-        if link_watch is not None:
-            sel.register(link_watch, selectors.EVENT_READ, "link")
+        self._follow_link_namespace()
         self._sync_udp_registrations()
         last_poll = monotonic()
         reason = "stopped"
@@ -233,7 +236,7 @@ class Interface:
                     timeout = min(timeout, max(0.0, self._hs_paused_until - now))
                 ready = sel.select(timeout)
                 try:
-                    last_poll = self._iteration(ready, link_watch, last_poll)
+                    last_poll = self._iteration(ready, last_poll)
                 except TunClosed:
                     raise
                 except Exception:
@@ -248,17 +251,14 @@ class Interface:
         finally:
             sel.close()
             self._selector = None
-            if link_watch is not None:
-                link_watch.close()
+            if self._link_watch is not None:
+                self._link_watch.close()
+                self._link_watch = None
+            self._link_watched = False
         self.closed_reason = reason
         return reason
 
-    def _iteration(
-        self,
-        ready: list[tuple[selectors.SelectorKey, int]],
-        link_watch: socket.socket | None,
-        last_poll: float,
-    ) -> float:
+    def _iteration(self, ready: list[tuple[selectors.SelectorKey, int]], last_poll: float) -> float:
         """Handle one wakeup; returns the time of the last link poll."""
         with self.lock:
             if self._stop.is_set():
@@ -277,10 +277,11 @@ class Interface:
                 elif what == "wake":
                     with contextlib.suppress(BlockingIOError, OSError):
                         self._wake_sockets[0].recv(4096)
-                elif what == "link" and link_watch is not None:
+                elif what == "link":
                     # Any link change: re-read our state at once.
+                    watch = self._link_watch
                     with contextlib.suppress(BlockingIOError, OSError):
-                        while link_watch.recv(65536):
+                        while watch is not None and watch.recv(65536):
                             pass
                     self._poll_link(*self.clock())
                 else:
@@ -294,18 +295,28 @@ class Interface:
                 self._poll_link(now, wall)
         return last_poll
 
-    def _open_link_watch(self) -> socket.socket | None:
-        """A netlink socket that wakes the loop on link changes (Linux), so the
-        device follows ``ip link set up/down`` without polling delay."""
-        if self._is_link_up is None or not hasattr(socket, "AF_NETLINK"):
-            return None
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            sock.bind((0, _RTMGRP_LINK))
-            sock.setblocking(False)
-        except OSError:
-            return None
-        return sock
+    def _follow_link_namespace(self) -> None:
+        """Watch link events in the namespace where the link lives now: open
+        the netlink watch there at start, and again after the link was moved
+        to another namespace (events of the old one no longer concern it)."""
+        opener = getattr(self.tun, "open_link_watch", None)
+        sel = self._selector
+        if opener is None or sel is None or self._is_link_up is None:
+            return
+        where = getattr(self.tun, "netns_identity", lambda: None)()
+        if self._link_watched and where == self._link_netns:
+            return
+        if self._link_watched:
+            log.info("%s: the link moved to another network namespace", self.name)
+        if self._link_watch is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(self._link_watch)
+            self._link_watch.close()
+            self._link_watch = None
+        watch = opener()
+        if watch is not None:
+            sel.register(watch, selectors.EVENT_READ, "link")
+        self._link_watch, self._link_netns, self._link_watched = watch, where, True
 
     def _new_out(self) -> Output:
         out = self._out
@@ -402,14 +413,41 @@ class Interface:
             log.info("%s: peer %s: %s", self.name, short_key(event.peer), event.kind)
 
     def _poll_link(self, now: float, wall: int) -> None:
-        if self.tun.closed:
+        """Follow the link: gone (end the loop), moved to another namespace,
+        MTU changed (the engine pads up to the current one), up or down."""
+        tun = self.tun
+        if tun.closed:
             raise TunClosed(self.name)
+        self._follow_link_namespace()
+        mtu = tun.mtu
+        device = self.device
+        if mtu and mtu != device.mtu:
+            log.info("%s: MTU %d", self.name, mtu)
+            device.mtu = mtu
         if self._is_link_up is None:
             return
         try:
             up = self._is_link_up()
         except OSError:
             return
-        if up != self.device.up:
+        if up != device.up:
             log.info("%s: link %s", self.name, "up" if up else "down")
-            self._flush(self.device.set_up(up, now, wall))
+            self._flush(device.set_up(up, now, wall))
+
+
+def open_interface(
+    name: str, options: InterfaceOptions | None = None, *, netns_fd: int | None = None
+) -> Interface:
+    """Create the Linux TUN interface ``name`` (in the calling thread's
+    namespace) and the :class:`Interface` around it, built from ``options``
+    (the environment's when None).  OSError/ValueError when the TUN cannot
+    be made."""
+    from wgpy.tun.linux import LinuxTun
+
+    options = options if options is not None else InterfaceOptions.from_environment()
+    tun = LinuxTun.create(name, mtu=options.mtu, offload=options.offload)
+    try:
+        return Interface(tun, options=options, netns_fd=netns_fd)
+    except BaseException:
+        tun.close()
+        raise

@@ -12,9 +12,15 @@ packets merged back into super-packets.  To the caller nothing changes: IP
 packets of at most MTU bytes in both directions.  Without offload each read
 returns one IP packet and each write injects one.
 
-Interface ioctls (MTU, flags, index) go through a datagram socket opened at
-creation time, so they address the interface in the network namespace the
-device was created in, whichever thread calls them later.
+Interface ioctls (MTU, flags) go through a datagram socket that lives in the
+network namespace where the link is *now*: the link may be moved to another
+namespace (``ip link set IFACE netns OTHER``, the container trick of
+wireguard.com/netns) while this process and its sockets stay where they were.
+Before each such ioctl the device asks the kernel where the link lives
+(``TUNGETDEVNETNS`` on the descriptor) and its current name (``TUNGETIFF``), and
+opens a new control socket there when the namespace changed.
+:meth:`LinuxTun.open_link_watch` opens the netlink socket for link events in
+that namespace too.
 
 Kernel behaviour this module relies on (checked on Linux 6.18):
 
@@ -26,6 +32,13 @@ Kernel behaviour this module relies on (checked on Linux 6.18):
 * The open descriptor holds a reference to its network namespace: deleting
   the namespace with ``ip netns del`` does not remove the interface until the
   descriptor is closed.
+* After ``ip link set IFACE netns OTHER`` the descriptor keeps working; the
+  link arrives down in OTHER, interface ioctls by name in the old namespace
+  fail with ENODEV, ``TUNGETDEVNETNS`` (Linux >= 5.2) gives a descriptor of
+  OTHER, and ``ip link del`` there detaches the descriptor (EBADFD) as above.
+  A zero-length write answers EINVAL whether the link is up or down on 6.18
+  (wireguard-go's up/down probe no longer tells them apart), so the flags are
+  read in the link's namespace instead.
 * ``TUNSETOFFLOAD`` with TUN_F_CSUM|TSO4|TSO6|USO4|USO6 is accepted on 6.18;
   USO needs Linux >= 6.2 (EINVAL before), so it is asked for separately.
 * A read with IFF_VNET_HDR returns the 10-byte virtio_net_hdr first; its
@@ -47,6 +60,7 @@ import struct
 from collections.abc import Sequence
 
 from ..constants import DEFAULT_MTU, IO_BATCH_SIZE, TUN_GRO_VERIFY_CHECKSUMS
+from ..net import netns as _netns
 from . import offload as _off
 from .base import TunClosed
 
@@ -67,12 +81,12 @@ _TUN_F_USO4 = 0x20
 _TUN_F_USO6 = 0x40
 _TCP_OFFLOADS = _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6
 _UDP_OFFLOADS = _TUN_F_USO4 | _TUN_F_USO6
-_SIOCGIFFLAGS = 0x8913
+_TUNGETDEVNETNS = 0x54E3  # _IO('T', 227)
 _SIOCGIFMTU = 0x8921
 _SIOCSIFMTU = 0x8922
 _SIOCGIFINDEX = 0x8933
-_IFF_UP = 0x1
 _IFNAMSIZ = 16
+_RTMGRP_LINK = 1  # rtnetlink multicast group of link events
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + short flags, 40 bytes
 _IFREQ_INT = struct.Struct("16si20x")  # struct ifreq: name + int (mtu, ifindex)
 
@@ -155,6 +169,15 @@ class LinuxTun:
         self._view = memoryview(self._buf)
         self._closed = False
         self._gone = False
+        # Where the control socket lives (None: TUNGETDEVNETNS unsupported, so
+        # the link is assumed to stay in the namespace it was created in).
+        self._ctl_netns: tuple[int, int] | None = None
+        ns = self._device_netns()
+        if ns is not None:
+            try:
+                self._ctl_netns = _netns.netns_identity(ns)
+            finally:
+                os.close(ns)
         self._ifindex = self._ioctl_int(_SIOCGIFINDEX)
         self._mtu = self._ioctl_int(_SIOCGIFMTU)
         self.stats = {}
@@ -222,12 +245,12 @@ class LinuxTun:
 
     @property
     def name(self) -> str:
-        """The interface name the kernel gave the device."""
+        """The interface name (the kernel's; updated when the link is renamed)."""
         return self._name
 
     @property
     def mtu(self) -> int:
-        """The current MTU (one ioctl; the last known value once gone)."""
+        """The current MTU, wherever the link lives (the last known value once gone)."""
         if not (self._closed or self._gone):
             with contextlib.suppress(OSError):
                 self._mtu = self._ioctl_int(_SIOCGIFMTU)
@@ -265,11 +288,79 @@ class LinuxTun:
         """The TUN descriptor (wait for readability on it); -1 once closed."""
         return -1 if self._closed else self._fd
 
+    # -- where the link lives ----------------------------------------------------
+
+    def _device_netns(self) -> int | None:
+        """A descriptor of the namespace the link lives in now, or None."""
+        if self._closed:
+            return None
+        try:
+            return int(fcntl.ioctl(self._fd, _TUNGETDEVNETNS))
+        except OSError:
+            return None
+
+    def netns_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the link's current namespace; None if unknown."""
+        ns = self._device_netns()
+        if ns is None:
+            return None
+        try:
+            return _netns.netns_identity(ns)
+        finally:
+            os.close(ns)
+
+    def _control(self) -> socket.socket:
+        """The ioctl socket, in the namespace where the link lives now, after
+        refreshing the link's name (it may have been renamed on the way)."""
+        with contextlib.suppress(OSError):
+            req = fcntl.ioctl(self._fd, _TUNGETIFF, bytes(_IFREQ.size))
+            self._name = _IFREQ.unpack(req)[0].rstrip(b"\0").decode()
+        ns = self._device_netns()
+        if ns is None:
+            return self._ctl
+        try:
+            identity = _netns.netns_identity(ns)
+            if identity != self._ctl_netns:
+                fresh = _netns.call_in_netns(
+                    ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                )
+                self._ctl.close()
+                self._ctl, self._ctl_netns = fresh, identity
+        finally:
+            os.close(ns)
+        return self._ctl
+
+    def open_link_watch(self) -> socket.socket | None:
+        """A non-blocking netlink socket that receives the link events of the
+        namespace the link lives in now (None if netlink is unavailable).
+        Open a new one when :meth:`netns_identity` changes."""
+        if not hasattr(socket, "AF_NETLINK"):
+            return None
+
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            try:
+                sock.bind((0, _RTMGRP_LINK))
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        ns = self._device_netns()
+        try:
+            return make() if ns is None else _netns.call_in_netns(ns, make)
+        except OSError:
+            return None
+        finally:
+            if ns is not None:
+                os.close(ns)
+
     # -- interface control ---------------------------------------------------
 
     def _ioctl_int(self, request: int, value: int = 0) -> int:
         req = _IFREQ_INT.pack(self._name.encode(), value)
-        return int(_IFREQ_INT.unpack(fcntl.ioctl(self._ctl, request, req))[1])
+        return int(_IFREQ_INT.unpack(fcntl.ioctl(self._control(), request, req))[1])
 
     def get_mtu(self) -> int:
         """Read the MTU from the kernel."""
@@ -287,14 +378,20 @@ class LinuxTun:
         self._mtu = mtu
 
     def is_up(self) -> bool:
-        """True when the interface is administratively up (IFF_UP)."""
+        """True when the link is administratively up (IFF_UP), in whichever
+        namespace it lives now; False once it is gone."""
+        if self._closed or self._gone:
+            return False
         try:
-            req = fcntl.ioctl(self._ctl, _SIOCGIFFLAGS, _IFREQ.pack(self._name.encode(), 0))
+            return _netns.get_link_up(self._control(), self._name)
         except OSError as exc:
-            if exc.errno == errno.ENODEV:
+            if _netns.link_gone(exc):
                 return False
             raise
-        return bool(_IFREQ.unpack(req)[1] & _IFF_UP)
+
+    def set_up(self, up: bool) -> None:
+        """Set or clear IFF_UP, in whichever namespace the link lives now."""
+        _netns.set_link_up(self._control(), self._name, up)
 
     # -- packet I/O -------------------------------------------------------------
 

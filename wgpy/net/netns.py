@@ -1,10 +1,14 @@
-"""Linux helpers for wgpy.nt: network namespaces and interface flags.
+"""Linux network namespaces and interface flags, for the I/O shell.
 
-An adapter lives in the network namespace of the thread that created it.  Later
-calls may come from any thread (or another process), so everything that must happen
-"inside" that namespace (binding UDP sockets, setting the link up) goes through
-:func:`call_in_netns`, which runs a function on a short-lived thread that entered the
-namespace with setns(2) when the caller is not already there.
+An interface lives in a network namespace that need not be the calling thread's:
+a wireguard.h adapter stays in the namespace of the thread that created it, and a
+TUN link may be moved to another namespace (``ip link set IFACE netns OTHER``)
+while its process, UAPI socket and UDP sockets stay where they were.  Whatever
+must happen "inside" a namespace (binding UDP sockets, an ioctl socket for the
+link's flags, a netlink socket for its events) goes through :func:`call_in_netns`,
+which runs a function on a short-lived thread that entered the namespace with
+setns(2) when the caller is not already there; sockets keep the namespace they
+were created in for their whole life.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from typing import TypeVar
 __all__ = [
     "call_in_netns",
     "get_link_up",
+    "get_mtu",
+    "link_gone",
+    "netns_identity",
     "open_thread_netns",
     "same_netns",
     "set_link_up",
+    "setns",
 ]
 
 T = TypeVar("T")
@@ -32,13 +40,16 @@ T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
+_SIOCGIFMTU = 0x8921
 _IFF_UP = 0x1
-_IFREQ_FLAGS = struct.Struct("16sH22x")
+_IFREQ_FLAGS = struct.Struct("16sH22x")  # struct ifreq: name + short flags, 40 bytes
+_IFREQ_INT = struct.Struct("16si20x")  # struct ifreq: name + int (mtu, ifindex)
 
 _libc: ctypes.CDLL | None = None
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace ``fd`` refers to."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -56,11 +67,16 @@ def open_thread_netns() -> int:
     return os.open(_thread_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
 
 
+def netns_identity(fd: int) -> tuple[int, int]:
+    """(device, inode) of the namespace ``fd`` refers to: equal for equal namespaces."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 def same_netns(fd: int) -> bool:
     """Whether the calling thread is in the namespace ``fd`` refers to."""
-    a = os.fstat(fd)
     b = os.stat(_thread_netns_path())
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return netns_identity(fd) == (b.st_dev, b.st_ino)
 
 
 def call_in_netns(target: int | str, fn: Callable[[], T]) -> T:
@@ -78,7 +94,7 @@ def call_in_netns(target: int | str, fn: Callable[[], T]) -> T:
 
         def body() -> None:
             try:
-                _setns(fd)
+                setns(fd)
                 result.append(fn())
             except BaseException as exc:
                 error.append(exc)
@@ -102,6 +118,12 @@ def _flags(sock: socket.socket, ifname: str) -> int:
 def get_link_up(sock: socket.socket, ifname: str) -> bool:
     """IFF_UP of ``ifname`` in the namespace of ``sock`` (OSError ENODEV if gone)."""
     return bool(_flags(sock, ifname) & _IFF_UP)
+
+
+def get_mtu(sock: socket.socket, ifname: str) -> int:
+    """The MTU of ``ifname`` in the namespace of ``sock`` (OSError ENODEV if gone)."""
+    req = fcntl.ioctl(sock, _SIOCGIFMTU, _IFREQ_INT.pack(ifname.encode(), 0))
+    return int(_IFREQ_INT.unpack(req)[1])
 
 
 def set_link_up(sock: socket.socket, ifname: str, up: bool) -> None:
