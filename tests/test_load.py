@@ -1,10 +1,16 @@
 """Load and denial-of-service tests against the wgpy daemon, in network
 namespaces this module creates (needs root, wg, iperf3).
 
-Topology of the flood tests (one lab per module)::
+Topology of the flood tests (one lab per target kind)::
 
-    A (wgpy) --veth-- B (wgpy, the target) --veth-- F (flooder)
+    A (wgpy) --veth-- B (the target) --veth-- F (flooder)
     192.168.241.1     192.168.241.2 | 198.18.0.2     198.18.0.1
+                                    | 198.19.0.2
+                                    +--veth-- G (wireguard-go), 198.19.0.1
+
+B is the wgpy daemon, or a wireguard.h adapter (``tests/nt_host.py``: the
+adapter a program gets from ``WireGuardCreateAdapter``), so both front doors
+are held to the same defences.
 
 A and B hold an established tunnel (10.66.0.1 <-> 10.66.0.2) that carries an
 iperf3 TCP stream from A to B.  F sends, as fast as one Python process on
@@ -20,6 +26,10 @@ test measures the tunnel's throughput without and with the flood, twice,
 interleaved, in the same run, and requires that the flooded throughput is at
 least half the unflooded one; B's RSS (from /proc) must stay bounded and must
 not keep growing from one flood round to the next.
+
+G, a wireguard-go peer of B, checks that a flood of initiations with a wrong
+mac1 (no key knowledge needed) costs genuine handshakes nothing: each of its
+handshakes completes within 1 s and without a cookie reply.
 
 The other tests: a UAPI client that sends malformed and huge requests (the
 daemon survives, memory stays bounded, valid requests still work), and
@@ -63,9 +73,13 @@ from wgpy.noise.primitives import mac  # noqa: E402
 
 OUT_A, OUT_B = "192.168.241.1", "192.168.241.2"
 FLOOD_B, FLOOD_F = "198.18.0.2", "198.18.0.1"
+OUT_G, OUT_BG = "198.19.0.1", "198.19.0.2"
 SPOOFED_NET = "10.200.0.0/16"
-IN_A, IN_B = "10.66.0.1", "10.66.0.2"
-PORT_A, PORT_B = 51820, 51821
+IN_A, IN_B, IN_G = "10.66.0.1", "10.66.0.2", "10.67.0.1"
+PORT_A, PORT_B, PORT_G = 51820, 51821, 51822
+NT_HOST = Path(__file__).resolve().parent / "nt_host.py"
+#: The implementations B can be: the daemon, or a wireguard.h adapter.
+TARGETS = {"daemon": "wgpy", "wireguard-h": (sys.executable, str(NT_HOST))}
 FLOOD_KINDS = ("valid-mac1", "bad-mac1", "garbage")
 #: Seconds per iperf3 run, rounds of (no flood, flood) measurements.
 IPERF_SECONDS = int(os.environ.get("WGPY_LOAD_IPERF_SECONDS", "4"))
@@ -235,10 +249,11 @@ def udp_snmp(lab: Any, ns: str) -> dict[str, int]:
 
 
 def daemon_pid(node: Any) -> int:
-    """PID of the daemon (``ip netns exec`` execs it, so it is the child)."""
+    """PID of the daemon or adapter host (``ip netns exec`` execs it)."""
     pid: int = node.proc.pid
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        assert b"wgpy.runtime.daemon" in fh.read(), "unexpected process"
+        cmdline = fh.read()
+    assert b"wgpy.runtime.daemon" in cmdline or NT_HOST.name.encode() in cmdline, cmdline
     return pid
 
 
@@ -254,22 +269,31 @@ class ThroughputStarved(AssertionError):
 class FloodBed:
     """A wgpy tunnel A<->B plus a flooder namespace F aimed at B."""
 
-    def __init__(self, lab: Any) -> None:
+    def __init__(self, lab: Any, target: str) -> None:
         self.lab = lab
+        self.target = target
         self.ns_a, self.ns_b, self.ns_f = lab.namespace("a"), lab.namespace("b"), lab.namespace("f")
+        self.ns_g = lab.namespace("g")
         lab.veth(self.ns_a, self.ns_b, [f"{OUT_A}/24"], [f"{OUT_B}/24"])
         lab.veth(self.ns_f, self.ns_b, [f"{FLOOD_F}/24"], [f"{FLOOD_B}/24"], ("veth0", "veth1"))
+        lab.veth(self.ns_g, self.ns_b, [f"{OUT_G}/24"], [f"{OUT_BG}/24"], ("veth0", "veth2"))
         # Replies to the spoofed sources go back to F (and die there).
         for conf in ("all", "default", "veth1"):
             lab.run(self.ns_b, "sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.rp_filter=0")
         lab.run(self.ns_b, "ip", "route", "add", SPOOFED_NET, "via", FLOOD_F)
         self.a = lab.start(self.ns_a, "wgpy")
-        self.b = lab.start(self.ns_b, "wgpy")
+        self.b = lab.start(self.ns_b, TARGETS[target])
         self.a.configure(PORT_A, address=[f"{IN_A}/24"])
         self.b.configure(PORT_B, address=[f"{IN_B}/24"])
         self.a.add_peer(self.b, allowed_ips=[f"{IN_B}/32"], endpoint=f"{OUT_B}:{PORT_B}")
         self.b.add_peer(self.a, allowed_ips=[f"{IN_A}/32"], endpoint=f"{OUT_A}:{PORT_A}")
         assert self.a.ping(IN_B, timeout=10), "the tunnel does not come up"
+        # G: a wireguard-go peer of B on its own link (see the module docstring).
+        self.g = lab.start(self.ns_g, "wireguard-go")
+        self.g.configure(PORT_G, address=[f"{IN_G}/24"])
+        lab.run(self.ns_g, "ip", "route", "add", f"{IN_B}/32", "dev", self.g.ifname)
+        lab.run(self.ns_b, "ip", "route", "add", f"{IN_G}/32", "dev", self.b.ifname)
+        self.b.add_peer(self.g, allowed_ips=[f"{IN_G}/32"], endpoint=f"{OUT_G}:{PORT_G}")
         self.pid_b = daemon_pid(self.b)
         #: Why iperf3 runs produced no result (e.g. no connection under flood).
         self.iperf_errors: list[str] = []
@@ -329,14 +353,15 @@ class FloodBed:
         return result
 
 
-@pytest.fixture(scope="module")
-def bed() -> Iterator[FloodBed]:
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def bed(request: pytest.FixtureRequest) -> Iterator[FloodBed]:
     from wgpy.lab import Lab
 
-    if shutil.which("iperf3") is None:
-        pytest.skip("needs iperf3")
+    for tool in ("iperf3", "wireguard-go", "tcpdump"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
     with Lab() as lab:
-        yield FloodBed(lab)
+        yield FloodBed(lab, request.param)
 
 
 @pytest.mark.parametrize("kind", FLOOD_KINDS)
@@ -403,6 +428,48 @@ def test_spoofed_flood_keeps_half_the_throughput(bed: FloodBed, kind: str) -> No
     # baseline is in the report.
     if statistics.fmean(flooded) < 0.5 * statistics.fmean(control):
         raise ThroughputStarved(report)
+
+
+#: Handshakes G makes during one bad-mac1 flood, each of which must complete.
+GENUINE_HANDSHAKES = 4
+
+
+def test_keyless_junk_does_not_delay_a_genuine_handshake(bed: FloodBed) -> None:
+    # Initiations with a wrong mac1 can be sent by anyone (no key needed).
+    # They must cost no more than the mac1 check: they may not count toward
+    # "under load" (which would force a cookie round and a 5 s retry on every
+    # genuine handshake) nor spend the handshake budget.  G's handshakes
+    # during the flood each complete within 1 s (ping -W 1 covers handshake
+    # and echo) and G sees no cookie reply.
+    lab = bed.lab
+    capture = lab.popen(
+        bed.ns_g, "tcpdump", "-i", "veth0", "-n", "-l", "udp", "and", "udp[8] = 3"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "listening on" not in lab.output(capture) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        flood = bed.start_flood("bad-mac1", 4.0 + 2.5 * GENUINE_HANDSHAKES)
+        time.sleep(1.5)  # the flood reaches its steady state first
+        outcomes = []
+        for _ in range(GENUINE_HANDSHAKES):
+            # A fresh peer entry: G has no session and must handshake anew.
+            bed.g.remove_peer(bed.b)
+            bed.g.add_peer(bed.b, allowed_ips=[f"{IN_B}/32"], endpoint=f"{OUT_BG}:{PORT_B}")
+            start = time.monotonic()
+            done = lab.run(bed.ns_g, "ping", "-c", "1", "-W", "1", IN_B, check=False)
+            outcomes.append((done.returncode == 0, round(time.monotonic() - start, 3)))
+            time.sleep(1.0)
+        result = bed.flood_result(flood)
+    finally:
+        lab.stop_process(capture)
+    cookies = [line for line in lab.output(capture).splitlines() if "UDP" in line]
+    report = f"{bed.target}: handshakes {outcomes}; flood {result}; cookie replies {cookies[:3]}"
+    print(report)
+    assert result["sent"] >= 10_000, report
+    assert result["cookie_replies"] == 0 and result["other"] == 0, report
+    assert all(ok for ok, _ in outcomes), report
+    assert not cookies, report
 
 
 # ---------------------------------------------------------------------------
