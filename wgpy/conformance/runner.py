@@ -80,6 +80,10 @@ __all__ = [
 
 #: Longest trace kept per scenario; later lines are counted, not stored.
 MAX_TRACE_LINES: Final = 400
+#: Every flood the runner sends is bounded: at most this many datagrams per
+#: second and in all (a target that never answers must not get millions).
+FLOOD_MAX_RATE: Final = 50_000
+FLOOD_MAX_COUNT: Final = 250_000
 _U32_MASK: Final = 0xFFFFFFFF
 
 
@@ -475,6 +479,51 @@ class Runner:
         while (m := self.receive(deadline - time.monotonic())) is not None:
             out.append(m)
         return out
+
+    def flood(
+        self,
+        datagrams: Sequence[bytes],
+        *,
+        via: str = "aux",
+        seconds: float,
+        rate: int = FLOOD_MAX_RATE,
+        count: int = FLOOD_MAX_COUNT,
+        step: Callable[[float], None] | None = None,
+        stop: Callable[[Inbound], bool] | None = None,
+    ) -> tuple[int, float, Inbound | None]:
+        """Send ``datagrams`` round-robin from socket ``via``, at most ``rate``
+        per second (capped at :data:`FLOOD_MAX_RATE`) and ``count`` in all
+        (capped at :data:`FLOOD_MAX_COUNT`), for at most ``seconds``.  Between
+        bursts ``step(elapsed)`` may send other things, and everything the
+        target sends is received: the flood ends early at the first datagram
+        for which ``stop`` is true, or when ``step`` raises.  Returns
+        (datagrams sent, seconds, the datagram that stopped it)."""
+        rate = max(1, min(rate, FLOOD_MAX_RATE))
+        count = max(0, min(count, FLOOD_MAX_COUNT))
+        s = self.sock(via)
+        addr = self.target_addr
+        sent = 0
+        start = time.monotonic()
+        burst = max(1, rate // 200)  # 5 ms worth per burst
+        with self.quietly():
+            while sent < count:
+                elapsed = time.monotonic() - start
+                if elapsed >= seconds:
+                    break
+                if step is not None:
+                    step(elapsed)
+                due = min(count, int(elapsed * rate) + burst)
+                while sent < due:
+                    try:
+                        s.sendto(datagrams[sent % len(datagrams)], addr)
+                    except (BlockingIOError, OSError):
+                        break
+                    sent += 1
+                while (m := self.receive(0)) is not None:
+                    if stop is not None and stop(m):
+                        return sent, time.monotonic() - start, m
+                time.sleep(0.001)
+        return sent, time.monotonic() - start, None
 
     def drain(self, quiet_for: float = 0.3, limit: float = 5.0) -> int:
         """Read until nothing arrived for ``quiet_for`` seconds (at most

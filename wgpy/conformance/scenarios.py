@@ -708,6 +708,72 @@ def keepalive_persistent(r: Runner) -> str:
 # -- load --------------------------------------------------------------------------------------
 
 
+#: Genuine handshakes made during the junk flood, and how long each may take.
+_JUNK_HANDSHAKES: Final = 3
+_JUNK_ANSWER_WITHIN: Final = 1.0
+
+
+@scenario("junk-flood")
+def junk_flood(r: Runner) -> str:
+    """Keyless junk: while initiations with a wrong mac1 (which anyone can
+    send, no key needed) flood the target from another address, each genuine
+    initiation is answered within 1 s by a response, never a cookie reply:
+    junk must cost no more than the mac1 check, so it may neither count toward
+    "under load" nor crowd the genuine handshakes out (whitepaper 5.3)."""
+    junk = [bytes([MESSAGE_INITIATION, 0, 0, 0]) + os.urandom(144) for _ in range(512)]
+    latencies: list[float] = []
+    pending: dict[int, float] = {}
+    problem: list[str] = []
+
+    def step(elapsed: float) -> None:
+        now = time.monotonic()
+        for idx, at in list(pending.items()):
+            if now - at > _JUNK_ANSWER_WITHIN:
+                problem.append(
+                    f"no answer within {_JUNK_ANSWER_WITHIN:.0f} s to initiation {idx:#010x}"
+                )
+                raise _Stop
+        if not pending and elapsed >= 0.5 * (len(latencies) + 1):
+            body, idx, _ = r.initiation_body()
+            msg = r.add_macs(body)
+            r.sock("main").sendto(msg, r.target_addr)
+            pending[idx] = time.monotonic()
+
+    def answered(m: Inbound) -> bool:
+        if m.via == "aux" and not m.background:
+            problem.append(f"junk with a wrong mac1 was answered ({r.describe(m)[3:]})")
+            return True
+        if m.receiver not in pending or m.kind not in (MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY):
+            return False
+        at = pending.pop(m.receiver)
+        if m.kind == MESSAGE_COOKIE_REPLY:
+            problem.append("a genuine initiation got a cookie reply: junk counted toward load")
+            return True
+        latencies.append(m.at - at)
+        r.complete(m)
+        return len(latencies) >= _JUNK_HANDSHAKES
+
+    try:
+        sent, secs, _ = r.flood(junk, seconds=r.t(2.0 + _JUNK_HANDSHAKES), step=step, stop=answered)
+    except _Stop:
+        sent, secs = -1, 0.0
+    shown = ", ".join(f"{x * 1000:.1f}" for x in latencies)
+    r.note(f"-> junk flood (wrong mac1) from aux; genuine handshakes answered in [{shown}] ms")
+    if problem:
+        raise Failed(problem[0] + (f" (answered before: [{shown}] ms)" if latencies else ""))
+    if len(latencies) < _JUNK_HANDSHAKES:
+        raise Failed(f"only {len(latencies)} of {_JUNK_HANDSHAKES} genuine handshakes completed")
+    _expect_silence(r, r.t(0.5), "junk initiations")
+    return (
+        f"{sent} junk initiations in {secs:.1f} s ({sent / max(secs, 1e-9):.0f}/s); genuine "
+        f"handshakes answered in [{shown}] ms, no cookie reply"
+    )
+
+
+class _Stop(Exception):
+    """Ends a flood from inside its step once the verdict is known."""
+
+
 def _flood_for_cookie(r: Runner, seconds: float) -> tuple[Inbound | None, bytes, int, float]:
     """Send valid-mac1 initiations as fast as we can until a cookie reply to
     them comes back; returns (reply, the flood message, count, seconds)."""
