@@ -41,8 +41,8 @@ from wgpy.conformance import (
     run,
     select,
 )
-from wgpy.conformance.packets import echo_packet, inner_length, parse_echo
 from wgpy.conformance.report import format_table, to_json, to_junit, to_markdown
+from wgpy.inet import echo_packet, inner_length, parse_echo
 from wgpy.lab import Lab, Node
 from wgpy.noise.primitives import CryptoError, clamp, dh, public_key
 
@@ -56,7 +56,11 @@ KNOWN_PASS = {
     # two separate locked sections, so two initiations handled in parallel can
     # both pass (1 run in 25 here).
     "wireguard-go": set(DEFAULT) - {"initiation-rate"},
-    "kernel": set(DEFAULT),
+    # The kernel in the qemu TCG VM: its handshake worker runs emulated, so
+    # 50,000 junk initiations/s fill its queue past the 1/8 mark and it goes
+    # under load (a cookie reply to the genuine initiation); junk-flood is
+    # reported, not asserted (docs/conformance.md).
+    "kernel": set(DEFAULT) - {"junk-flood"},
 }
 
 

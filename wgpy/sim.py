@@ -10,12 +10,12 @@ protocol time run in milliseconds).
 from __future__ import annotations
 
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgpy.device import Device, Output
 from wgpy.endpoint import Endpoint
+from wgpy.inet import ipv4_packet, ipv6_packet
 from wgpy.noise.primitives import public_key
 from wgpy.rng import Rng, SeededRng
 
@@ -44,51 +44,6 @@ class FakeClock:
     def step_wall(self, seconds: float) -> None:
         """Move only the wall clock (it may go backwards, like NTP steps)."""
         self._wall_offset_ns += int(seconds * 1e9)
-
-
-def _ip_checksum(header: bytes) -> int:
-    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv4_packet(src: str, dst: str, payload: bytes = b"", proto: int = 17) -> bytes:
-    """A well-formed IPv4 packet (valid header checksum) around ``payload``."""
-    import ipaddress
-
-    total = 20 + len(payload)
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        total,
-        0,
-        0x4000,
-        64,
-        proto,
-        0,
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-    )
-    header = header[:10] + struct.pack("!H", _ip_checksum(header)) + header[12:]
-    return header + payload
-
-
-def ipv6_packet(src: str, dst: str, payload: bytes = b"", next_header: int = 17) -> bytes:
-    """A well-formed IPv6 packet around ``payload``."""
-    import ipaddress
-
-    header = struct.pack(
-        "!IHBB16s16s",
-        6 << 28,
-        len(payload),
-        next_header,
-        64,
-        ipaddress.IPv6Address(src).packed,
-        ipaddress.IPv6Address(dst).packed,
-    )
-    return header + payload
 
 
 @dataclass

@@ -39,6 +39,7 @@ from wgpy.constants import (
     MESSAGE_TRANSPORT,
     TRANSPORT_HEADER_SIZE,
 )
+from wgpy.inet import Echo, echo_overhead, echo_packet, parse_echo
 from wgpy.noise.cookie import CookieGenerator, mac1_key
 from wgpy.noise.handshake import (
     Handshake,
@@ -63,7 +64,6 @@ from wgpy.noise.primitives import StaticKey, clamp, mac
 from wgpy.noise.tai64n import Tai64nStamper
 
 from .control import ControlError, PeerSpec, TargetControl, endpoint_text
-from .packets import Echo, echo_overhead, echo_packet, parse_echo
 
 __all__ = [
     "EchoSent",

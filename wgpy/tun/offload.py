@@ -31,6 +31,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
+from wgpy.inet import checksum, ones_sum
+
 _numpy: Any
 try:  # Optional accelerator: numpy is not a dependency of wgpy.
     import numpy as _numpy
@@ -48,14 +50,11 @@ __all__ = [
     "ZERO_VNET_HDR",
     "OffloadError",
     "VirtioNetHdr",
-    "checksum",
     "coalesce",
     "numpy_enabled",
-    "ones_sum",
     "ones_sums",
     "pack_vnet_hdr",
     "parse_vnet_hdr",
-    "pseudo_sum",
     "segment",
     "set_numpy",
     "split_read",
@@ -158,33 +157,6 @@ def set_numpy(enabled: bool) -> bool:
     old = _np is not None
     _np = _numpy if enabled else None
     return old
-
-
-def ones_sum(data: bytes | bytearray | memoryview) -> int:
-    """Ones' complement sum of ``data`` as big-endian 16-bit words, modulo 0xFFFF.
-
-    An odd trailing byte is padded with zero (RFC 1071).  Residues add: the
-    sum of two pieces is ``(ones_sum(a) + ones_sum(b)) % 0xFFFF`` provided
-    ``a`` has even length.
-    """
-    value = int.from_bytes(data, "big")
-    if len(data) & 1:
-        value <<= 8
-    return value % 0xFFFF
-
-
-def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The Internet checksum field value for ``data`` plus ``initial`` (a residue).
-
-    Never returns 0: a zero result is sent as 0xFFFF, which every receiver
-    treats the same (ones' complement -0) and which UDP requires.
-    """
-    return 0xFFFF - (ones_sum(data) + initial) % 0xFFFF
-
-
-def pseudo_sum(src: bytes | memoryview, dst: bytes | memoryview, proto: int, length: int) -> int:
-    """Residue of the IPv4/IPv6 pseudo-header (addresses, protocol, L4 length)."""
-    return (int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length) % 0xFFFF
 
 
 def _le_to_be(residue: int) -> int:
