@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["TunClosed", "TunDevice"]
+__all__ = ["ReadySignal", "TunClosed", "TunDevice"]
 
 
 class TunClosed(Exception):
@@ -65,3 +67,42 @@ class TunDevice(Protocol):
     def closed(self) -> bool:
         """True after ``close()`` or once the interface has vanished."""
         ...
+
+
+class ReadySignal:
+    """A descriptor that is readable exactly while it is set: one end of a
+    socket pair that holds one byte while set (sockets, so ``select`` works on
+    Windows too).  Callers serialise :meth:`set` and :meth:`clear` with their
+    own lock."""
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self._set = False
+        self._closed = False
+
+    def fileno(self) -> int:
+        """The descriptor to wait on; -1 once closed."""
+        return -1 if self._closed else self._r.fileno()
+
+    def set(self) -> None:
+        """Make the descriptor readable (idempotent)."""
+        if not self._set and not self._closed:
+            self._set = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._w.send(b"\0")
+
+    def clear(self) -> None:
+        """Make it unreadable again (idempotent)."""
+        if self._set and not self._closed:
+            self._set = False
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._r.recv(64)
+
+    def close(self) -> None:
+        """Close both ends; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._r.close()
+            self._w.close()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 from collections import deque
 from collections.abc import Sequence
 
 from ..constants import DEFAULT_MTU, IO_BATCH_SIZE
-from .base import TunClosed
+from .base import ReadySignal, TunClosed
 
 __all__ = ["MemoryTun"]
 
@@ -36,10 +34,7 @@ class MemoryTun:
         self.written: list[bytes] = []
         self._queue: deque[bytes] = deque()
         self._lock = threading.Lock()
-        self._rsock, self._wsock = socket.socketpair()
-        self._rsock.setblocking(False)
-        self._wsock.setblocking(False)
-        self._signalled = False
+        self._ready = ReadySignal()
         self._closed = False
         self._removed = False
 
@@ -55,20 +50,7 @@ class MemoryTun:
 
     def fileno(self) -> int:
         """Readable while packets are queued or once removed; -1 once closed."""
-        return -1 if self._closed else self._rsock.fileno()
-
-    def _signal(self) -> None:
-        # One byte marks "readable"; it stays until the queue drains.
-        if not self._signalled:
-            self._signalled = True
-            with contextlib.suppress(BlockingIOError):
-                self._wsock.send(b"\0")
-
-    def _unsignal(self) -> None:
-        if self._signalled:
-            self._signalled = False
-            with contextlib.suppress(BlockingIOError):
-                self._rsock.recv(64)
+        return -1 if self._closed else self._ready.fileno()
 
     def inject(self, packet: bytes | bytearray | memoryview) -> None:
         """Queue one packet for the next ``read_batch``."""
@@ -76,7 +58,7 @@ class MemoryTun:
             if self._closed or self._removed:
                 raise TunClosed(f"memory TUN {self._name} is closed")
             self._queue.append(bytes(packet))
-            self._signal()
+            self._ready.set()
 
     def inject_batch(self, packets: Sequence[bytes | bytearray | memoryview]) -> None:
         """Queue several packets at once."""
@@ -89,7 +71,7 @@ class MemoryTun:
             self._removed = True
             self._queue.clear()
             if not self._closed:
-                self._signal()  # the kernel reports POLLERR: the loop wakes up
+                self._ready.set()  # the kernel reports POLLERR: the loop wakes up
 
     def read_batch(self, max_packets: int = IO_BATCH_SIZE) -> list[bytes]:
         """Dequeue up to ``max_packets`` injected packets; ``[]`` if none."""
@@ -99,7 +81,7 @@ class MemoryTun:
             queue = self._queue
             out = [queue.popleft() for _ in range(min(max_packets, len(queue)))]
             if not queue:
-                self._unsignal()
+                self._ready.clear()
             return out
 
     def write_batch(self, packets: Sequence[bytes | memoryview]) -> None:
@@ -126,8 +108,7 @@ class MemoryTun:
                 return
             self._closed = True
             self._queue.clear()
-            self._rsock.close()
-            self._wsock.close()
+            self._ready.close()
 
     def __enter__(self) -> MemoryTun:
         return self
