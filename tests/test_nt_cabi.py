@@ -46,6 +46,16 @@ from wgpy.nt.abi import (
 
 E = ErrorCode
 EXPORTS = {
+    # wgpy.h's extensions for userspace adapters.
+    "WgpySetAdapterAddresses",
+    "WgpyStartSession",
+    "WgpyEndSession",
+    "WgpyGetReadWaitEvent",
+    "WgpyReceivePacket",
+    "WgpyReleaseReceivePacket",
+    "WgpyAllocateSendPacket",
+    "WgpySendPacket",
+    # wireguard.h
     "WireGuardCreateAdapter",
     "WireGuardOpenAdapter",
     "WireGuardCloseAdapter",
@@ -217,7 +227,8 @@ def test_main_prints_paths_and_does_not_rebuild(library_file: Path, cache_dir: P
 def test_source_change_builds_a_new_library(
     library_file: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_build, "C_SOURCE", _build.C_SOURCE + "\n/* changed */\n")
+    source = _build.c_source() + "\n/* changed */\n"
+    monkeypatch.setattr(_build, "c_source", lambda: source)
     with pytest.raises(FileNotFoundError):
         _build.library_path(build=False, cache_dir=cache_dir)
     rebuilt = _build.library_path(cache_dir=cache_dir)

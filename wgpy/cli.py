@@ -77,8 +77,6 @@ __all__ = [
 ]
 
 PROG = "wgpy"
-#: Socket directory of userspace interfaces (as wireguard-go and wg use it).
-SOCKET_DIR = "/var/run/wireguard"
 #: First routing table tried for a /0 route when no FwMark is configured.
 DEFAULT_ROUTE_TABLE = 51820
 #: Overhead wg-quick subtracts from the path MTU: IPv6 (40) + UDP (8) + WireGuard (32).
@@ -159,12 +157,20 @@ def cmd_pubkey(_args: argparse.Namespace) -> int:
 
 
 def _socket_path(name: str) -> str:
-    return os.path.join(SOCKET_DIR, f"{name}.sock")
+    """The interface's UAPI socket: the system directory's, else this user's
+    (a userspace adapter of an unprivileged user; see wgpy.paths)."""
+    from wgpy import paths
+
+    return paths.find_uapi_socket(name) or os.path.join(paths.UAPI_SYSTEM_DIRECTORY, f"{name}.sock")
 
 
 def _has_uapi_socket(name: str) -> bool:
+    return _is_socket(_socket_path(name))
+
+
+def _is_socket(path: str) -> bool:
     try:
-        return stat.S_ISSOCK(os.stat(_socket_path(name)).st_mode)
+        return stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
         return False
 
@@ -202,16 +208,20 @@ def _oserror(exc: OSError) -> str:
 
 
 def userspace_interfaces() -> list[str]:
-    """Names of the interfaces that have a UAPI socket, sorted."""
-    try:
-        entries = sorted(os.listdir(SOCKET_DIR))
-    except OSError:
-        return []
-    names = []
-    for entry in entries:
-        if entry.endswith(".sock") and _has_uapi_socket(entry[: -len(".sock")]):
-            names.append(entry[: -len(".sock")])
-    return names
+    """Names of the interfaces that have a UAPI socket (in the system
+    directory or this user's), sorted."""
+    from wgpy import paths
+
+    names: set[str] = set()
+    for directory in paths.uapi_directories():
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".sock") and _is_socket(os.path.join(directory, entry)):
+                names.add(entry[: -len(".sock")])
+    return sorted(names)
 
 
 # ---------------------------------------------------------------------------

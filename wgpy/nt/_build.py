@@ -42,10 +42,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CABI_VERSION", "build_library", "cache_root", "include_dir", "library_path"]
+__all__ = [
+    "CABI_VERSION",
+    "build_library",
+    "c_source",
+    "cache_root",
+    "include_dir",
+    "library_path",
+]
 
 #: Bumped whenever the C <-> Python contract below changes.
-CABI_VERSION = 1
+CABI_VERSION = 2
 
 _NT_DIR = Path(__file__).resolve().parent
 _LIBRARY_NAME = "wireguard.dll" if sys.platform == "win32" else "libwgpy-wireguard.so"
@@ -68,6 +75,16 @@ extern "Python" int _wgpy_set_configuration(uintptr_t adapter, const uint8_t *bu
 extern "Python" int _wgpy_get_configuration(uintptr_t adapter, uint8_t *buf,
     uint32_t capacity, uint32_t *bytes, uint32_t *written, uint32_t *err);
 extern "Python" void _wgpy_atexit(void);
+extern "Python" int _wgpy_set_adapter_addresses(uintptr_t adapter, const uint16_t *text,
+    uint32_t len, uint32_t *err);
+extern "Python" uintptr_t _wgpy_start_session(uintptr_t adapter, uint32_t capacity,
+    uint32_t flags, uint32_t *err);
+extern "Python" void _wgpy_end_session(uintptr_t session);
+extern "Python" intptr_t _wgpy_read_wait_event(uintptr_t session, uint32_t *err);
+extern "Python" int _wgpy_receive_packet(uintptr_t session, uint8_t *buf, uint32_t capacity,
+    uint32_t *size, uint32_t *err);
+extern "Python" int _wgpy_send_packet(uintptr_t session, const uint8_t *buf, uint32_t size,
+    uint32_t *err);
 
 void wgpy_emit_log(int level, uint64_t timestamp, const uint16_t *message);
 int wgpy_embedded(void);
@@ -75,393 +92,14 @@ int wgpy_register_atexit(void);
 int wgpy_cabi_version(void);
 """
 
-C_SOURCE = r"""
-#define WIREGUARD_PROTOTYPES
-#include "wireguard.h"
-#include <errno.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#if defined(__linux__)
-#    include <dlfcn.h>
-#    include <sys/uio.h>
-#    include <unistd.h>
-#endif
+#: The C source of the library, a real file in the package.
+_C_SOURCE_FILE = _NT_DIR / "c" / "wgpy_nt.c"
 
-#if defined(_WIN32)
-#    define WGPY_EXPORT __declspec(dllexport)
-#    define WGPY_TLS __declspec(thread)
-#else
-#    define WGPY_EXPORT __attribute__((visibility("default")))
-#    define WGPY_TLS _Thread_local
-#endif
 
-/* Win32 codes used by the wrappers themselves. */
-#define WGPY_ERROR_NOT_ENOUGH_MEMORY 8u
-#define WGPY_ERROR_INVALID_PARAMETER 87u
-#define WGPY_ERROR_NOACCESS 998u
-#define WGPY_ERROR_DLL_INIT_FAILED 1114u
-/* Units copied from a name: more than MAX_ADAPTER_NAME, so overlong ones show. */
-#define WGPY_NAME_UNITS 130u
+def c_source() -> str:
+    """The library's C source (``wgpy/nt/c/wgpy_nt.c``)."""
+    return _C_SOURCE_FILE.read_text(encoding="utf-8")
 
-/* The Python side (cffi extern "Python"). */
-static uintptr_t _wgpy_create_adapter(const uint16_t *, uint32_t, const uint16_t *, uint32_t,
-                                      const uint8_t *, uint32_t *);
-static uintptr_t _wgpy_open_adapter(const uint16_t *, uint32_t, uint32_t *);
-static void _wgpy_close_adapter(uintptr_t);
-static int _wgpy_delete_driver(uint32_t *);
-static uint64_t _wgpy_get_adapter_luid(uintptr_t);
-static uint32_t _wgpy_get_running_driver_version(uint32_t *);
-static void _wgpy_set_logger(int);
-static int _wgpy_set_adapter_logging(uintptr_t, int, uint32_t *);
-static int _wgpy_set_adapter_state(uintptr_t, int, uint32_t *);
-static int _wgpy_get_adapter_state(uintptr_t, int *, uint32_t *);
-static int _wgpy_set_configuration(uintptr_t, const uint8_t *, uint32_t, uint32_t *);
-static int _wgpy_get_configuration(uintptr_t, uint8_t *, uint32_t, uint32_t *, uint32_t *,
-                                   uint32_t *);
-static void _wgpy_atexit(void);
-
-/* ---- last error ------------------------------------------------------------ */
-
-static WGPY_TLS DWORD wgpy_last_error;
-
-static int wgpy_errno_for(DWORD code)
-{
-    switch (code) {
-    case 0: return 0;
-    case 1: return ENOSYS;        /* ERROR_INVALID_FUNCTION */
-    case 2: return ENOENT;        /* ERROR_FILE_NOT_FOUND */
-    case 5: return EACCES;        /* ERROR_ACCESS_DENIED */
-    case 6: return EBADF;         /* ERROR_INVALID_HANDLE */
-    case 8: return ENOMEM;        /* ERROR_NOT_ENOUGH_MEMORY */
-    case 52: return EEXIST;       /* ERROR_DUP_NAME */
-    case 87: return EINVAL;       /* ERROR_INVALID_PARAMETER */
-    case 111: return ENAMETOOLONG; /* ERROR_BUFFER_OVERFLOW */
-    case 123: return EINVAL;      /* ERROR_INVALID_NAME */
-    case 234: return ERANGE;      /* ERROR_MORE_DATA */
-    case 998: return EFAULT;      /* ERROR_NOACCESS */
-#ifdef ELIBBAD
-    case 1114: return ELIBBAD;    /* ERROR_DLL_INIT_FAILED */
-#endif
-    case 1168: return ENOENT;     /* ERROR_NOT_FOUND */
-    case 1227: return EADDRINUSE; /* ERROR_ADDRESS_ALREADY_ASSOCIATED */
-    case 4319: return ENODEV;     /* ERROR_DEVICE_NOT_AVAILABLE */
-    case 0xE000023Du: return EBUSY; /* ERROR_INF_IN_USE_BY_DEVICES */
-    default: return EIO;
-    }
-}
-
-/* Record a failure: the Win32 code for WireGuardGetLastError (SetLastError on
- * Windows) and the nearest errno.  Call it last, right before returning. */
-static void wgpy_fail(DWORD code)
-{
-    wgpy_last_error = code;
-#if defined(_WIN32)
-    SetLastError(code);
-#endif
-    errno = wgpy_errno_for(code);
-}
-
-WGPY_EXPORT DWORD WireGuardGetLastError(VOID) { return wgpy_last_error; }
-
-/* ---- memory the caller passed ------------------------------------------------ */
-
-/* Copy n bytes from src without faulting on a bad address (0 if unreadable). */
-static int wgpy_safe_read(void *dst, const void *src, size_t n)
-{
-#if defined(__linux__)
-    char *d = (char *)dst;
-    const char *s = (const char *)src;
-    while (n) {
-        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        struct iovec local = {d, chunk};
-        struct iovec remote = {(void *)s, chunk};
-        ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-        if (got < 0 && (errno == ENOSYS || errno == EPERM)) {
-            memcpy(d, s, n); /* syscall filtered out (e.g. seccomp): plain copy */
-            return 1;
-        }
-        if (got <= 0)
-            return 0;
-        d += got;
-        s += got;
-        n -= (size_t)got;
-    }
-    return 1;
-#else
-    memcpy(dst, src, n);
-    return 1;
-#endif
-}
-
-/* Copy n bytes to dst without faulting on a bad address (0 if unwritable). */
-static int wgpy_safe_write(void *dst, const void *src, size_t n)
-{
-#if defined(__linux__)
-    char *d = (char *)dst;
-    const char *s = (const char *)src;
-    while (n) {
-        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        struct iovec local = {(void *)s, chunk};
-        struct iovec remote = {d, chunk};
-        ssize_t got = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
-        if (got < 0 && (errno == ENOSYS || errno == EPERM)) {
-            memcpy(d, s, n);
-            return 1;
-        }
-        if (got <= 0)
-            return 0;
-        d += got;
-        s += got;
-        n -= (size_t)got;
-    }
-    return 1;
-#else
-    memcpy(dst, src, n);
-    return 1;
-#endif
-}
-
-/* Copy a NUL-terminated UTF-16 string of at most WGPY_NAME_UNITS units; *len is
- * its length, or WGPY_NAME_UNITS when no terminator came first. */
-static int wgpy_copy_name(const WCHAR *src, uint16_t *dst, uint32_t *len)
-{
-    uint32_t i;
-    for (i = 0; i < WGPY_NAME_UNITS; ++i) {
-        uint16_t unit;
-        if (!wgpy_safe_read(&unit, src + i, sizeof unit))
-            return 0;
-        dst[i] = unit;
-        if (!unit)
-            break;
-    }
-    *len = i;
-    return 1;
-}
-
-/* ---- the twelve functions ----------------------------------------------------- */
-
-WGPY_EXPORT WIREGUARD_ADAPTER_HANDLE WINAPI
-WireGuardCreateAdapter(LPCWSTR Name, LPCWSTR TunnelType, const GUID *RequestedGUID)
-{
-    uint16_t name[WGPY_NAME_UNITS], type[WGPY_NAME_UNITS];
-    uint32_t name_len, type_len, err = WGPY_ERROR_DLL_INIT_FAILED;
-    uint8_t guid[16];
-    uintptr_t handle;
-    if (!Name || !TunnelType) {
-        wgpy_fail(WGPY_ERROR_INVALID_PARAMETER);
-        return NULL;
-    }
-    if (!wgpy_copy_name(Name, name, &name_len) || !wgpy_copy_name(TunnelType, type, &type_len) ||
-        (RequestedGUID && !wgpy_safe_read(guid, RequestedGUID, sizeof guid))) {
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return NULL;
-    }
-    handle = _wgpy_create_adapter(name, name_len, type, type_len, RequestedGUID ? guid : NULL,
-                                  &err);
-    if (!handle)
-        wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return (WIREGUARD_ADAPTER_HANDLE)handle;
-}
-
-WGPY_EXPORT WIREGUARD_ADAPTER_HANDLE WINAPI WireGuardOpenAdapter(LPCWSTR Name)
-{
-    uint16_t name[WGPY_NAME_UNITS];
-    uint32_t name_len, err = WGPY_ERROR_DLL_INIT_FAILED;
-    uintptr_t handle;
-    if (!Name) {
-        wgpy_fail(WGPY_ERROR_INVALID_PARAMETER);
-        return NULL;
-    }
-    if (!wgpy_copy_name(Name, name, &name_len)) {
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return NULL;
-    }
-    handle = _wgpy_open_adapter(name, name_len, &err);
-    if (!handle)
-        wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return (WIREGUARD_ADAPTER_HANDLE)handle;
-}
-
-WGPY_EXPORT VOID WINAPI WireGuardCloseAdapter(WIREGUARD_ADAPTER_HANDLE Adapter)
-{
-    if (Adapter)
-        _wgpy_close_adapter((uintptr_t)Adapter);
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardDeleteDriver(VOID)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    if (_wgpy_delete_driver(&err))
-        return TRUE;
-    wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return FALSE;
-}
-
-WGPY_EXPORT VOID WINAPI WireGuardGetAdapterLUID(WIREGUARD_ADAPTER_HANDLE Adapter, NET_LUID *Luid)
-{
-    uint64_t value = _wgpy_get_adapter_luid((uintptr_t)Adapter);
-    if (Luid)
-        wgpy_safe_write(Luid, &value, sizeof value);
-}
-
-WGPY_EXPORT DWORD WINAPI WireGuardGetRunningDriverVersion(VOID)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    uint32_t version = _wgpy_get_running_driver_version(&err);
-    if (!version)
-        wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return version;
-}
-
-static WIREGUARD_LOGGER_CALLBACK wgpy_logger;
-
-WGPY_EXPORT VOID WINAPI WireGuardSetLogger(WIREGUARD_LOGGER_CALLBACK NewLogger)
-{
-    __atomic_store_n(&wgpy_logger, NewLogger, __ATOMIC_SEQ_CST);
-    _wgpy_set_logger(NewLogger != NULL);
-}
-
-static void wgpy_emit_log(int level, uint64_t timestamp, const uint16_t *message)
-{
-    WIREGUARD_LOGGER_CALLBACK logger = __atomic_load_n(&wgpy_logger, __ATOMIC_SEQ_CST);
-    if (logger)
-        logger((WIREGUARD_LOGGER_LEVEL)level, timestamp, (LPCWSTR)message);
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardSetAdapterLogging(WIREGUARD_ADAPTER_HANDLE Adapter,
-                                                   WIREGUARD_ADAPTER_LOG_STATE LogState)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    if (_wgpy_set_adapter_logging((uintptr_t)Adapter, (int)LogState, &err))
-        return TRUE;
-    wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return FALSE;
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardSetAdapterState(WIREGUARD_ADAPTER_HANDLE Adapter,
-                                                 WIREGUARD_ADAPTER_STATE State)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    if (_wgpy_set_adapter_state((uintptr_t)Adapter, (int)State, &err))
-        return TRUE;
-    wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return FALSE;
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardGetAdapterState(WIREGUARD_ADAPTER_HANDLE Adapter,
-                                                 WIREGUARD_ADAPTER_STATE *State)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    int state = 0;
-    WIREGUARD_ADAPTER_STATE out;
-    if (!State) {
-        wgpy_fail(WGPY_ERROR_INVALID_PARAMETER);
-        return FALSE;
-    }
-    if (!_wgpy_get_adapter_state((uintptr_t)Adapter, &state, &err)) {
-        wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-        return FALSE;
-    }
-    out = (WIREGUARD_ADAPTER_STATE)state;
-    if (!wgpy_safe_write(State, &out, sizeof out)) {
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return FALSE;
-    }
-    return TRUE;
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardSetConfiguration(WIREGUARD_ADAPTER_HANDLE Adapter,
-                                                  const WIREGUARD_INTERFACE *Config, DWORD Bytes)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED;
-    uint8_t *copy;
-    int ok;
-    if (!Config || !Bytes) {
-        wgpy_fail(WGPY_ERROR_INVALID_PARAMETER);
-        return FALSE;
-    }
-    copy = (uint8_t *)malloc(Bytes);
-    if (!copy) {
-        wgpy_fail(WGPY_ERROR_NOT_ENOUGH_MEMORY);
-        return FALSE;
-    }
-    /* The whole claimed range must be readable, as the driver probes it. */
-    if (!wgpy_safe_read(copy, Config, Bytes)) {
-        free(copy);
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return FALSE;
-    }
-    ok = _wgpy_set_configuration((uintptr_t)Adapter, copy, Bytes, &err);
-    free(copy);
-    if (ok)
-        return TRUE;
-    wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return FALSE;
-}
-
-WGPY_EXPORT BOOL WINAPI WireGuardGetConfiguration(WIREGUARD_ADAPTER_HANDLE Adapter,
-                                                  WIREGUARD_INTERFACE *Config, DWORD *Bytes)
-{
-    uint32_t err = WGPY_ERROR_DLL_INIT_FAILED, capacity, size = 0, written = 0;
-    uint8_t *scratch = NULL;
-    int ok;
-    if (!Bytes) {
-        wgpy_fail(WGPY_ERROR_INVALID_PARAMETER);
-        return FALSE;
-    }
-    if (!wgpy_safe_read(&capacity, Bytes, sizeof capacity)) {
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return FALSE;
-    }
-    if (!Config)
-        capacity = 0; /* a size query */
-    if (capacity) {
-        scratch = (uint8_t *)calloc(1, capacity);
-        if (!scratch) {
-            wgpy_fail(WGPY_ERROR_NOT_ENOUGH_MEMORY);
-            return FALSE;
-        }
-    }
-    ok = _wgpy_get_configuration((uintptr_t)Adapter, scratch, capacity, &size, &written, &err);
-    if (written > capacity)
-        written = capacity;
-    if ((written && !wgpy_safe_write(Config, scratch, written)) ||
-        ((ok || size) && !wgpy_safe_write(Bytes, &size, sizeof size))) {
-        free(scratch);
-        wgpy_fail(WGPY_ERROR_NOACCESS);
-        return FALSE;
-    }
-    free(scratch);
-    if (ok)
-        return TRUE;
-    wgpy_fail(err ? err : WGPY_ERROR_DLL_INIT_FAILED);
-    return FALSE;
-}
-
-/* ---- start-up and exit ------------------------------------------------------------ */
-
-static int wgpy_python_was_running;
-
-#if !defined(_WIN32)
-__attribute__((constructor)) static void wgpy_library_loaded(void)
-{
-    /* Extension modules (cffi's backend) need libpython's symbols globally. */
-    dlopen(WGPY_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
-    wgpy_python_was_running = Py_IsInitialized();
-}
-#endif
-
-static int wgpy_embedded(void) { return !wgpy_python_was_running; }
-
-static void wgpy_at_exit(void) { _wgpy_atexit(); }
-
-/* Registered by the Python side once it runs embedded: the embedded interpreter is
- * never finalized, so its adapters are removed from a C exit handler. */
-static int wgpy_register_atexit(void) { return atexit(wgpy_at_exit) == 0; }
-
-static int wgpy_cabi_version(void) { return WGPY_CABI_VERSION; }
-"""
 
 INIT_CODE = r"""
 import importlib
@@ -528,7 +166,33 @@ def _sources(module: str) -> tuple[str, str]:
     )
     defines = f"#define WGPY_LIBPYTHON {_c_string(_libpython())}\n"
     defines += f"#define WGPY_CABI_VERSION {CABI_VERSION}\n"
-    return defines + C_SOURCE, init
+    # The interpreter's home and complete module path, recorded now, so the
+    # library starts the same Python with the same packages wherever it runs.
+    defines += f"#define WGPY_PYTHON_HOME L{_c_string(sys.base_prefix)}\n"
+    defines += f"#define WGPY_PYTHON_PATH L{_c_string(os.pathsep.join(_module_path(parent)))}\n"
+    defines += f"#define WGPY_PACKAGE_DIR {_c_string(str(Path(origin).parent))}\n"
+    return defines + c_source(), init
+
+
+def _module_path(parent: str) -> list[str]:
+    """The embedded interpreter's sys.path: this interpreter's (standard
+    library, lib-dynload, site-packages, a virtual environment's included),
+    the directory wgpy is imported from first."""
+    # The standard library and lib-dynload: this interpreter's path entries
+    # under the base installation (a virtual environment's own come after).
+    bases = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)}
+    stdlib = [
+        p
+        for p in sys.path
+        if p
+        and "-packages" not in p
+        and any(os.path.realpath(p).startswith(b + os.sep) for b in bases)
+    ]
+    out = [parent]
+    for entry in [*stdlib, *_site_dirs()]:
+        if entry not in out and os.path.isdir(entry):
+            out.append(entry)
+    return out
 
 
 def _c_string(text: str) -> str:
@@ -545,7 +209,7 @@ def _cffi() -> Any:
 def _key() -> str:
     cffi = _cffi()
     digest = hashlib.sha256()
-    header = (include_dir() / "wireguard.h").read_bytes()
+    header = b"".join((include_dir() / h).read_bytes() for h in ("wireguard.h", "wgpy.h"))
     source, init = _sources("MODULE")
     for part in (
         CDEF,

@@ -12,6 +12,7 @@ unexpected exception is printed and reported as ERROR_INTERNAL_ERROR.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import traceback
 import uuid
@@ -178,6 +179,73 @@ def install(ffi: Any, lib: Any, version: int) -> None:
             return finish(err, False)
         return finish(err, True)
 
+    # -- wgpy.h: userspace adapters ------------------------------------------------
+
+    sessions: dict[int, Any] = {}
+    session_ids = itertools.count(0x5000, 0x10)
+
+    def session(value: int) -> Any:
+        return sessions.get(int(value))
+
+    @ffi.def_extern(name="_wgpy_set_adapter_addresses")  # type: ignore[untyped-decorator]
+    @guarded(0, 3)
+    def set_adapter_addresses(adapter: int, text: Any, length: int, err: Any) -> int:
+        return finish(err, wg.WgpySetAdapterAddresses(handle(adapter), _decode(ffi, text, length)))  # type: ignore[arg-type]
+
+    @ffi.def_extern(name="_wgpy_start_session")  # type: ignore[untyped-decorator]
+    @guarded(0, 3)
+    def start_session(adapter: int, capacity: int, flags: int, err: Any) -> int:
+        found = wg.WgpyStartSession(handle(adapter), capacity, flags)  # type: ignore[arg-type]
+        finish(err, found is not None)
+        if found is None:
+            return 0
+        key = next(session_ids)
+        sessions[key] = found
+        return key
+
+    @ffi.def_extern(name="_wgpy_end_session")  # type: ignore[untyped-decorator]
+    @guarded(None)
+    def end_session(value: int) -> None:
+        found = sessions.pop(int(value), None)
+        if found is not None:
+            wg.WgpyEndSession(found)
+
+    @ffi.def_extern(name="_wgpy_read_wait_event")  # type: ignore[untyped-decorator]
+    @guarded(-1, 1)
+    def read_wait_event(value: int, err: Any) -> int:
+        found = session(value)
+        if found is None:
+            _set(ffi, err, int(ErrorCode.ERROR_INVALID_HANDLE))
+            return 0 if sys.platform == "win32" else -1
+        return int(wg.WgpyGetReadWaitEvent(found))
+
+    @ffi.def_extern(name="_wgpy_receive_packet")  # type: ignore[untyped-decorator]
+    @guarded(0, 4)
+    def receive_packet(value: int, buf: Any, capacity: int, size: Any, err: Any) -> int:
+        found = session(value)
+        if found is None:
+            _set(ffi, err, int(ErrorCode.ERROR_INVALID_HANDLE))
+            return 0
+        packet = wg.WgpyReceivePacket(found)
+        if packet is None:
+            _set(ffi, err, GetLastError())
+            return 0
+        if len(packet) > capacity:  # pragma: no cover - the MTU is far below 64 KiB
+            _set(ffi, err, int(ErrorCode.ERROR_BUFFER_OVERFLOW))
+            return 0
+        ffi.memmove(buf, packet, len(packet))
+        size[0] = len(packet)
+        return 1
+
+    @ffi.def_extern(name="_wgpy_send_packet")  # type: ignore[untyped-decorator]
+    @guarded(0, 3)
+    def send_packet(value: int, buf: Any, length: int, err: Any) -> int:
+        found = session(value)
+        if found is None:
+            _set(ffi, err, int(ErrorCode.ERROR_INVALID_HANDLE))
+            return 0
+        return finish(err, wg.WgpySendPacket(found, bytes(ffi.buffer(buf, length))))
+
     @ffi.def_extern(name="_wgpy_atexit")  # type: ignore[untyped-decorator]
     @guarded(None)
     def at_exit() -> None:
@@ -198,6 +266,12 @@ def install(ffi: Any, lib: Any, version: int) -> None:
             get_adapter_state,
             set_configuration,
             get_configuration,
+            set_adapter_addresses,
+            start_session,
+            end_session,
+            read_wait_event,
+            receive_packet,
+            send_packet,
             at_exit,
         )
     )

@@ -171,6 +171,7 @@ class ErrorCode(IntEnum):
     ERROR_INVALID_DATA = 13  # Wintun: ring corrupt
     ERROR_GEN_FAILURE = 31
     ERROR_HANDLE_EOF = 38  # Wintun: adapter terminating
+    ERROR_NOT_SUPPORTED = 50  # wgpy: an extension call on an adapter without a userspace side
     ERROR_DUP_NAME = 52
     ERROR_INVALID_PARAMETER = 87
     ERROR_BUFFER_OVERFLOW = 111  # name too long; Wintun: send ring full

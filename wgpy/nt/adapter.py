@@ -97,11 +97,20 @@ class Adapter:
         guid: uuid.UUID | None = None,
         *,
         api: WireGuardApi | None = None,
+        inner: str | None = None,
+        addresses: str | None = None,
     ) -> Adapter:
         """``WireGuardCreateAdapter``: a new adapter (in the calling thread's
-        network namespace with wgpy)."""
+        network namespace with wgpy).  wgpy only: ``inner="userspace"`` for an
+        adapter without a device or privilege, ``addresses`` its CIDRs (see
+        :meth:`wgpy.nt.api.WgpyApi.WireGuardCreateAdapter`)."""
         api = api or _default_api()
-        handle = api.WireGuardCreateAdapter(name, tunnel_type, guid)
+        if inner is None and addresses is None:
+            handle = api.WireGuardCreateAdapter(name, tunnel_type, guid)
+        else:
+            handle = api.WireGuardCreateAdapter(  # type: ignore[call-arg]
+                name, tunnel_type, guid, inner=inner, addresses=addresses
+            )
         if handle is None:
             raise WireGuardError(api.GetLastError(), "WireGuardCreateAdapter")
         return cls(api, handle, name, True)
@@ -193,6 +202,43 @@ class Adapter:
             if code != ErrorCode.ERROR_MORE_DATA:
                 raise WireGuardError(code, "WireGuardGetConfiguration")
             size = size_out
+
+    # -- wgpy's userspace extensions (raise ERROR_NOT_SUPPORTED elsewhere) ------------
+
+    def _wgpy(self, function: str) -> Any:
+        self._check()
+        if not hasattr(self.api, function):
+            raise WireGuardError(ErrorCode.ERROR_NOT_SUPPORTED, function)
+        return getattr(self.api, function)
+
+    @property
+    def addresses(self) -> list[str]:
+        """The userspace adapter's addresses (CIDRs)."""
+        text = self._wgpy("WgpyGetAdapterAddresses")(self.handle)
+        if text is None:
+            raise WireGuardError(self.api.GetLastError(), "WgpyGetAdapterAddresses")
+        return [a for a in text.split(",") if a]
+
+    def set_addresses(self, addresses: str | list[str]) -> None:
+        """Set the userspace adapter's addresses (CIDRs)."""
+        text = addresses if isinstance(addresses, str) else ",".join(addresses)
+        if not self._wgpy("WgpySetAdapterAddresses")(self.handle, text):
+            raise WireGuardError(self.api.GetLastError(), "WgpySetAdapterAddresses")
+
+    def udp_socket(self, family: int = 2) -> Any:
+        """A UDP socket on the tunnel side (:class:`wgpy.tun.userspace.TunnelSocket`;
+        ``family`` 2 = AF_INET, else AF_INET6 as the socket module numbers it)."""
+        sock = self._wgpy("WgpyCreateUdpSocket")(self.handle, family)
+        if sock is None:
+            raise WireGuardError(self.api.GetLastError(), "WgpyCreateUdpSocket")
+        return sock
+
+    def start_session(self, capacity: int = 4096, *, take_over: bool = False) -> Any:
+        """The packet session (:class:`wgpy.tun.userspace.PacketSession`)."""
+        session = self._wgpy("WgpyStartSession")(self.handle, capacity, 1 if take_over else 0)
+        if session is None:
+            raise WireGuardError(self.api.GetLastError(), "WgpyStartSession")
+        return session
 
     def close(self) -> None:
         """``WireGuardCloseAdapter`` (idempotent)."""

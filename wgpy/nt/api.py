@@ -32,6 +32,7 @@ import errno
 import itertools
 import logging
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -55,27 +56,47 @@ from wgpy.nt.abi import (
     parse_configuration,
 )
 from wgpy.nt.backend import (
+    INNER_USERSPACE,
     AdapterBackend,
     AdapterGone,
     LocalAdapter,
     RemoteAdapter,
     find_uapi_socket,
     hub,
+    inner_side,
     local_adapter,
     local_adapters,
 )
 from wgpy.nt.convert import config_from_uapi, config_to_uapi_lines
 from wgpy.nt.errors import GetLastError, SetLastError, error_message
 from wgpy.nt.registry import Registry
+from wgpy.tun.userspace import (
+    SESSION_CAPACITY_DEFAULT,
+    PacketSession,
+    TunnelSocket,
+    UserspaceTun,
+)
 from wgpy.uapi import UapiError
+
+#: WgpyStartSession flag: every packet goes to the session, none to the host.
+TAKE_OVER = 1
 
 __all__ = [
     "NET_LUID",
+    "TAKE_OVER",
     "AdapterHandle",
     "GetLastError",
     "LoggerCallback",
     "SetLastError",
     "WgpyApi",
+    "WgpyCreateUdpSocket",
+    "WgpyEndSession",
+    "WgpyGetAdapterAddresses",
+    "WgpyGetReadWaitEvent",
+    "WgpyReceivePacket",
+    "WgpySendPacket",
+    "WgpySetAdapterAddresses",
+    "WgpyStartSession",
     "WireGuardCloseAdapter",
     "WireGuardCreateAdapter",
     "WireGuardDeleteDriver",
@@ -229,13 +250,25 @@ class WgpyApi:
     # -- adapters -----------------------------------------------------------------
 
     def WireGuardCreateAdapter(
-        self, name: str, tunnel_type: str, requested_guid: object = None
+        self,
+        name: str,
+        tunnel_type: str,
+        requested_guid: object = None,
+        *,
+        inner: str | None = None,
+        addresses: str | None = None,
     ) -> AdapterHandle | None:
         """Create an adapter in the calling thread's network namespace.
 
         ``requested_guid``: None, a :class:`uuid.UUID`, a 16-byte GUID buffer or a
         ``GUID`` structure.  Names longer than 127 UTF-16 units, and tunnel types
         that make "<type> Tunnel" longer than that, give ERROR_BUFFER_OVERFLOW.
+
+        wgpy's keywords: ``inner="userspace"`` makes an adapter with no TUN or
+        Wintun device and no privilege needed (``$WGPY_ADAPTER`` chooses when
+        None; see :mod:`wgpy.tun.userspace`), ``addresses`` its tunnel
+        addresses (CIDRs; default ``$WGPY_ADAPTER_ADDRESSES``).  A bad value
+        gives ERROR_INVALID_PARAMETER.
         """
         fn = "WireGuardCreateAdapter"
         if not isinstance(name, str) or not name or "\0" in name:
@@ -253,7 +286,9 @@ class WgpyApi:
             _fail(fn, _E.ERROR_INVALID_PARAMETER)
             return None
         try:
-            adapter = LocalAdapter.create(name, tunnel_type, guid, self._registry)
+            adapter = LocalAdapter.create(
+                name, tunnel_type, guid, self._registry, inner=inner, addresses=addresses
+            )
         except OSError as exc:
             code = getattr(exc, "winerror", None) or _OS_ERRORS.get(
                 exc.errno or 0, _E.ERROR_GEN_FAILURE
@@ -283,11 +318,11 @@ class WgpyApi:
                 local = local_adapter(record.ifname) if record.pid == os.getpid() else None
                 backend = local if local is not None else RemoteAdapter.from_record(record)
             else:
-                ifname = find_uapi_socket(name)
-                if ifname is None:
+                found = find_uapi_socket(name)
+                if found is None:
                     _fail(fn, _E.ERROR_NOT_FOUND)
                     return None
-                backend = RemoteAdapter.from_socket(ifname)
+                backend = RemoteAdapter.from_socket(*found)
         except AdapterGone:
             _fail(fn, _E.ERROR_NOT_FOUND)
             return None
@@ -338,7 +373,15 @@ class WgpyApi:
         """wgpy's version as ``(major << 16) | minor``; 0 with ERROR_FILE_NOT_FOUND
         where the TUN driver is missing (no /dev/net/tun)."""
         fn = "WireGuardGetRunningDriverVersion"
-        if sys.platform.startswith("linux") and not os.path.exists("/dev/net/tun"):
+        try:
+            userspace = inner_side(None) == INNER_USERSPACE
+        except ValueError:
+            userspace = False
+        if (
+            not userspace
+            and sys.platform.startswith("linux")
+            and not os.path.exists("/dev/net/tun")
+        ):
             _fail(fn, _E.ERROR_FILE_NOT_FOUND)
             return 0
         major, minor = _wgpy_version()
@@ -477,6 +520,130 @@ class WgpyApi:
             return packed, len(packed)
         return pack_partial_configuration(result[0], capacity), len(packed)
 
+    # -- wgpy's extensions: userspace adapters -------------------------------------------
+
+    def _userspace(self, handle: AdapterHandle, function: str) -> UserspaceTun | None:
+        live = _live(handle, function)
+        if live is None:
+            return None
+        backend = live.backend
+        tun = backend.userspace if isinstance(backend, LocalAdapter) else None
+        if tun is None or tun.closed:
+            _fail(function, _E.ERROR_NOT_SUPPORTED, "not a userspace adapter of this process")
+            return None
+        return tun
+
+    def WgpySetAdapterAddresses(self, handle: AdapterHandle, addresses: str) -> bool:
+        """Set a userspace adapter's tunnel addresses (comma-separated CIDRs,
+        ``"10.0.0.2/24,fd00::2/64"``; ``""`` removes them all): the built-in
+        host answers echo requests to them and its sockets send from them.
+        ERROR_INVALID_PARAMETER for a malformed list (nothing changes),
+        ERROR_NOT_SUPPORTED for an adapter without a userspace side."""
+        fn = "WgpySetAdapterAddresses"
+        tun = self._userspace(handle, fn)
+        if tun is None:
+            return False
+        if not isinstance(addresses, str):
+            _fail(fn, _E.ERROR_INVALID_PARAMETER)
+            return False
+        try:
+            tun.set_addresses(addresses)
+        except ValueError as exc:
+            _fail(fn, _E.ERROR_INVALID_PARAMETER, str(exc))
+            return False
+        return True
+
+    def WgpyGetAdapterAddresses(self, handle: AdapterHandle) -> str | None:
+        """A userspace adapter's addresses as comma-separated CIDRs, or None."""
+        tun = self._userspace(handle, "WgpyGetAdapterAddresses")
+        return None if tun is None else ",".join(tun.addresses)
+
+    def WgpyCreateUdpSocket(
+        self, handle: AdapterHandle, family: int = socket.AF_INET
+    ) -> TunnelSocket | None:
+        """A UDP socket on a userspace adapter's tunnel side (Python only;
+        :class:`wgpy.tun.userspace.TunnelSocket`)."""
+        fn = "WgpyCreateUdpSocket"
+        tun = self._userspace(handle, fn)
+        if tun is None:
+            return None
+        try:
+            return tun.udp_socket(family)
+        except ValueError as exc:
+            _fail(fn, _E.ERROR_INVALID_PARAMETER, str(exc))
+            return None
+
+    def WgpyStartSession(
+        self, handle: AdapterHandle, capacity: int = SESSION_CAPACITY_DEFAULT, flags: int = 0
+    ) -> PacketSession | None:
+        """Open a userspace adapter's packet session (WintunStartSession in
+        shape): ``capacity`` packets held (1..2^20), ``flags`` 0 or
+        WGPY_SESSION_TAKE_OVER (every packet to the session, none to the
+        built-in host).  ERROR_ALREADY_INITIALIZED when one is open (as
+        Wintun), ERROR_INVALID_PARAMETER for a bad capacity or flag."""
+        fn = "WgpyStartSession"
+        tun = self._userspace(handle, fn)
+        if tun is None:
+            return None
+        if not isinstance(capacity, int) or not isinstance(flags, int) or flags & ~TAKE_OVER:
+            _fail(fn, _E.ERROR_INVALID_PARAMETER)
+            return None
+        try:
+            return tun.start_session(capacity, take_over=bool(flags & TAKE_OVER))
+        except ValueError as exc:
+            _fail(fn, _E.ERROR_INVALID_PARAMETER, str(exc))
+            return None
+        except OSError as exc:
+            code = _E.ERROR_ALREADY_INITIALIZED if exc.errno == errno.EBUSY else _E.ERROR_HANDLE_EOF
+            _fail(fn, code, str(exc))
+            return None
+
+    def WgpyEndSession(self, session: PacketSession) -> None:
+        """End a packet session (WintunEndSession); None is ignored."""
+        if isinstance(session, PacketSession):
+            session.end()
+
+    def WgpyReceivePacket(self, session: PacketSession) -> bytes | None:
+        """The next packet from the tunnel, or None with ERROR_NO_MORE_ITEMS
+        when none waits (ERROR_HANDLE_EOF once the session or adapter ended)."""
+        fn = "WgpyReceivePacket"
+        if not isinstance(session, PacketSession):
+            _fail(fn, _E.ERROR_INVALID_HANDLE)
+            return None
+        try:
+            packet = session.receive_packet()
+        except OSError:
+            SetLastError(_E.ERROR_HANDLE_EOF)
+            return None
+        if packet is None:
+            SetLastError(_E.ERROR_NO_MORE_ITEMS)  # routine, as with Wintun: not logged
+        return packet
+
+    def WgpySendPacket(self, session: PacketSession, packet: Any) -> bool:
+        """Send one IP packet into the tunnel.  ERROR_INVALID_PARAMETER if it is
+        not an IP packet or exceeds the MTU, ERROR_HANDLE_EOF once ended."""
+        fn = "WgpySendPacket"
+        if not isinstance(session, PacketSession):
+            _fail(fn, _E.ERROR_INVALID_HANDLE)
+            return False
+        try:
+            session.send_packet(bytes(memoryview(packet)))
+        except (ValueError, TypeError) as exc:
+            _fail(fn, _E.ERROR_INVALID_PARAMETER, str(exc))
+            return False
+        except OSError as exc:
+            _fail(fn, _E.ERROR_HANDLE_EOF, str(exc))
+            return False
+        return True
+
+    def WgpyGetReadWaitEvent(self, session: PacketSession) -> int:
+        """What to wait on for packets: a descriptor readable while packets
+        wait (POSIX), the event handle (Windows); -1/0 for a bad session."""
+        if not isinstance(session, PacketSession):
+            SetLastError(_E.ERROR_INVALID_HANDLE)
+            return -1 if sys.platform != "win32" else 0
+        return session.read_wait_event()
+
     # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
@@ -545,6 +712,14 @@ WireGuardSetAdapterState = _api.WireGuardSetAdapterState
 WireGuardGetAdapterState = _api.WireGuardGetAdapterState
 WireGuardSetConfiguration = _api.WireGuardSetConfiguration
 WireGuardGetConfiguration = _api.WireGuardGetConfiguration
+WgpySetAdapterAddresses = _api.WgpySetAdapterAddresses
+WgpyGetAdapterAddresses = _api.WgpyGetAdapterAddresses
+WgpyCreateUdpSocket = _api.WgpyCreateUdpSocket
+WgpyStartSession = _api.WgpyStartSession
+WgpyEndSession = _api.WgpyEndSession
+WgpyReceivePacket = _api.WgpyReceivePacket
+WgpySendPacket = _api.WgpySendPacket
+WgpyGetReadWaitEvent = _api.WgpyGetReadWaitEvent
 
 
 def default_api() -> WgpyApi:

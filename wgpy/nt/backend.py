@@ -25,6 +25,8 @@ Deviations from WireGuardNT, on purpose (documented in docs/nt.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import itertools
 import logging
 import os
@@ -37,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from wgpy import paths
 from wgpy.constants import (
     MAX_TIMER_HANDSHAKES,
     UAPI_SOCKET_DIRECTORY,
@@ -52,15 +55,20 @@ from wgpy.uapi import UapiClient, UapiConfig, UapiError, parse_get_response, uap
 
 if TYPE_CHECKING:
     from wgpy.nt.windows import PipeUapiClient as PipeClient
+    from wgpy.tun.userspace import UserspaceTun
 
 __all__ = [
+    "INNER_TUN",
+    "INNER_USERSPACE",
     "AdapterBackend",
     "AdapterGone",
     "LocalAdapter",
     "LogHub",
     "RemoteAdapter",
+    "addresses_from_environment",
     "find_uapi_socket",
     "hub",
+    "inner_side",
     "local_adapter",
 ]
 
@@ -224,6 +232,9 @@ class LocalAdapter:
         tunnel_type: str,
         guid: uuid.UUID | None,
         registry: Registry | None = None,
+        *,
+        inner: str | None = None,
+        addresses: str | None = None,
     ) -> LocalAdapter:
         """Create adapter ``name`` in the calling thread's network namespace.
 
@@ -231,12 +242,87 @@ class LocalAdapter:
         ``"<name> N"`` (the first free N from 1) and the new adapter takes the name,
         as the driver does.  Raises OSError (or ValueError) when the interface cannot
         be made.
+
+        ``inner`` is the adapter's inner side: ``"tun"`` (a TUN or Wintun device)
+        or ``"userspace"`` (no device, no privilege: :mod:`wgpy.tun.userspace`);
+        None reads ``$WGPY_ADAPTER`` (default ``tun``).  ``addresses`` (userspace
+        only; CIDRs) defaults to :func:`addresses_from_environment`.
         """
         registry = registry or Registry()
         guid = guid or uuid.uuid4()
+        inner = inner_side(inner)
+        if inner == INNER_USERSPACE:
+            if addresses is None:
+                addresses = addresses_from_environment(name)
+            return cls._create_userspace(name, tunnel_type, guid, registry, addresses)
+        if addresses is not None:
+            raise ValueError("addresses can only be given to a userspace adapter")
         if sys.platform == "win32":
             return cls._create_windows(name, tunnel_type, guid, registry)
         return cls._create_linux(name, tunnel_type, guid, registry)
+
+    @classmethod
+    def _create_userspace(
+        cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry, addresses: str
+    ) -> LocalAdapter:
+        from wgpy.net import netns
+        from wgpy.tun.userspace import UserspaceTun
+
+        options = InterfaceOptions.from_environment()
+        with registry.locked():
+            ifname = registry.choose_ifname(name, lambda n: False)
+            tun = UserspaceTun(ifname, mtu=options.mtu, addresses=addresses)
+            # UDP sockets open in the creating thread's namespace, whichever
+            # thread later changes the listen port.
+            netns_fd = netns.open_thread_netns() if _LINUX else None
+            iface: Interface | None = None
+            server: _Server | None = None
+            try:
+                iface = Interface(tun, options=options, netns_fd=netns_fd)
+                iface.start()
+                server = _user_uapi_server(ifname, iface)
+                server.start()
+                _steal_name(registry, name)
+                record = AdapterRecord(
+                    name=name,
+                    ifname=ifname,
+                    ifindex=_free_ifindex(registry),
+                    tunnel_type=tunnel_type,
+                    guid=str(guid),
+                    pid=os.getpid(),
+                    start_time=process_start_time(os.getpid()) or 0,
+                    netns="",
+                    uapi=server.path,
+                    inner=INNER_USERSPACE,
+                )
+                registry.write(record)
+            except BaseException:
+                if server is not None:
+                    server.close()
+                if iface is not None:
+                    iface.close()
+                else:
+                    tun.close()
+                if netns_fd is not None:
+                    os.close(netns_fd)
+                raise
+
+        def cleanup() -> None:
+            if netns_fd is not None:
+                os.close(netns_fd)
+
+        adapter = cls(
+            record,
+            iface,
+            registry,
+            server_close=server.close,
+            set_link=tun.set_up,
+            get_link=tun.is_up,
+            netns_fd=netns_fd,
+            cleanup=cleanup,
+        )
+        adapter._start_loop()
+        return adapter
 
     @classmethod
     def _create_linux(
@@ -408,6 +494,15 @@ class LocalAdapter:
         """True once the adapter was destroyed or its interface deleted."""
         return self._gone or self._destroyed
 
+    @property
+    def userspace(self) -> UserspaceTun | None:
+        """The inner side of a userspace adapter (host, sockets, sessions);
+        None for a TUN/Wintun adapter."""
+        from wgpy.tun.userspace import UserspaceTun
+
+        tun = self.iface.tun
+        return tun if isinstance(tun, UserspaceTun) else None
+
     def display_name(self) -> str:
         """The current adapter name (read from the registry)."""
         with self._registry.locked():
@@ -473,6 +568,13 @@ class LocalAdapter:
                 iface.submit(iface.device.set_up(up, now, wall))
         if was != up:
             self.adapter_log(LoggerLevel.INFO, "Interface up" if up else "Interface down")
+            if self._record.inner == INNER_USERSPACE:
+                # No link another process could read: the record carries the state.
+                self._record = dataclasses.replace(self._record, up=up)
+                with contextlib.suppress(OSError), self._registry.locked():
+                    current = self._registry.lookup(self.ifname)
+                    if current is not None and current.pid == os.getpid():
+                        self._registry.write(dataclasses.replace(current, up=up))
 
     # -- logging ---------------------------------------------------------------------
 
@@ -594,6 +696,78 @@ def _nothing() -> None:
     """A close function with nothing to close."""
 
 
+#: The inner sides an adapter can have (``$WGPY_ADAPTER``).
+INNER_TUN = "tun"
+INNER_USERSPACE = "userspace"
+_ENV_ADAPTER = "WGPY_ADAPTER"
+_ENV_ADDRESSES = "WGPY_ADAPTER_ADDRESSES"
+#: Interface indexes given to userspace adapters (no kernel interface has one
+#: this high on a normal system; 24 bits fit the LUID's NetLuidIndex).
+_USERSPACE_IFINDEX_BASE = 0x800000
+
+
+def inner_side(requested: str | None) -> str:
+    """The inner side to use: ``requested``, else ``$WGPY_ADAPTER``, else
+    ``tun``.  ValueError for anything but ``tun`` and ``userspace``."""
+    value = (requested or os.environ.get(_ENV_ADAPTER) or INNER_TUN).strip().lower()
+    if value not in (INNER_TUN, INNER_USERSPACE):
+        raise ValueError(f"unknown adapter inner side {value!r} (tun or userspace)")
+    return value
+
+
+def addresses_from_environment(name: str) -> str:
+    """The addresses ``$WGPY_ADAPTER_ADDRESSES`` gives adapter ``name``.
+
+    Either a list of CIDRs for every adapter (``10.0.0.2/24,fd00::2/64``) or,
+    for several adapters, ``NAME=CIDRS`` entries separated by ``;``
+    (``wg0=10.0.0.2/24,fd00::2/64;wg1=10.1.0.2/24``; names match ignoring
+    case; an entry without ``NAME=`` applies to every adapter not named).
+    """
+    text = os.environ.get(_ENV_ADDRESSES, "")
+    default = ""
+    key = fold_name(name)
+    for entry in text.split(";"):
+        entry = entry.strip()
+        if not entry:
+            continue
+        who, sep, cidrs = entry.rpartition("=")
+        if not sep:
+            default = entry
+        elif fold_name(who.strip()) == key:
+            return cidrs
+    return default
+
+
+def _free_ifindex(registry: Registry) -> int:
+    """The lowest userspace interface index no live adapter uses (lock held)."""
+    used = {r.ifindex for r in registry.entries()}
+    index = _USERSPACE_IFINDEX_BASE
+    while index in used:
+        index += 1
+    return index
+
+
+class _Server(Protocol):
+    path: str
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _user_uapi_server(ifname: str, iface: Interface) -> _Server:
+    """The UAPI server of a userspace adapter: the usual socket or pipe when
+    this process may create it, else one in the user's own directory (no
+    privilege needed; see :mod:`wgpy.paths`)."""
+    if sys.platform == "win32":
+        from wgpy.nt import windows
+
+        return windows.NamedPipeUapiServer(ifname, iface, user=True)
+    from wgpy.uapi import UapiServer
+
+    return UapiServer(ifname, iface, paths.uapi_directory())
+
+
 def _link_switch(
     tun: TunDevice, netns_fd: int
 ) -> tuple[Callable[[bool], None], Callable[[], bool], Callable[[], None]]:
@@ -645,17 +819,19 @@ def _steal_name(registry: Registry, name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def find_uapi_socket(name: str, directory: str = UAPI_SOCKET_DIRECTORY) -> str | None:
-    """The interface name of a UAPI socket ``DIR/<name>.sock`` matching ``name``
-    ignoring case (any userspace implementation, e.g. wireguard-go), or None."""
+def find_uapi_socket(name: str) -> tuple[str, str] | None:
+    """(interface name, socket path) of a UAPI socket ``<name>.sock`` matching
+    ``name`` ignoring case, in the system directory or this user's (any
+    userspace implementation, e.g. wireguard-go), or None."""
     key = fold_name(name)
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError:
-        return None
-    for entry in entries:
-        if entry.endswith(".sock") and fold_name(entry[: -len(".sock")]) == key:
-            return entry[: -len(".sock")]
+    for directory in paths.uapi_directories():
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".sock") and fold_name(entry[: -len(".sock")]) == key:
+                return entry[: -len(".sock")], os.path.join(directory, entry)
     return None
 
 
@@ -687,9 +863,9 @@ class RemoteAdapter:
         return cls(record, netns_fd)
 
     @classmethod
-    def from_socket(cls, ifname: str, directory: str = UAPI_SOCKET_DIRECTORY) -> RemoteAdapter:
-        """Open a plain UAPI interface (no registry entry): its link and index are
-        looked up in the calling thread's namespace."""
+    def from_socket(cls, ifname: str, path: str) -> RemoteAdapter:
+        """Open a plain UAPI interface (no registry entry) by its socket ``path``:
+        its link and index are looked up in the calling thread's namespace."""
         netns_fd: int | None = None
         ifindex = 0
         if _LINUX:
@@ -707,7 +883,7 @@ class RemoteAdapter:
             pid=0,
             start_time=0,
             netns="",
-            uapi=os.path.join(directory, ifname + ".sock"),
+            uapi=path,
         )
         return cls(record, netns_fd)
 
@@ -768,7 +944,14 @@ class RemoteAdapter:
             raise
 
     def get_state(self) -> bool:
-        """IFF_UP of the interface in the owner's namespace."""
+        """IFF_UP of the interface in the owner's namespace; for a userspace
+        adapter (no link) the state its owner recorded."""
+        if self._record.inner == INNER_USERSPACE:
+            with Registry().locked():
+                current = Registry().lookup(self.ifname)
+            if current is None or current.pid != self._record.pid:
+                raise AdapterGone(self.ifname)
+            return current.up
         if not _LINUX:
             raise OSError("the state of another process's adapter is not reachable here")
         from wgpy.net import netns
@@ -776,7 +959,10 @@ class RemoteAdapter:
         return bool(self._in_netns(lambda s: netns.get_link_up(s, self.ifname)))
 
     def set_state(self, up: bool) -> None:
-        """Set IFF_UP; the owner's event loop follows the link."""
+        """Set IFF_UP; the owner's event loop follows the link.  A userspace
+        adapter has no link another process could set: OSError ENOTSUP."""
+        if self._record.inner == INNER_USERSPACE:
+            raise OSError(errno.ENOTSUP, "only the owner sets a userspace adapter's state")
         if not _LINUX:
             raise OSError("the state of another process's adapter is not reachable here")
         from wgpy.net import netns

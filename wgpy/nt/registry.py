@@ -3,8 +3,9 @@
 WireGuardNT keeps an adapter's name in a device property that every process can
 enumerate.  wgpy keeps one small JSON file per adapter in a run directory
 (``$WGPY_NT_RUN_DIR``, else ``/var/run/wgpy-nt`` on Linux and
-``%ProgramData%\\wgpy\\nt`` on Windows), written by the process that owns the
-adapter and read by any process that opens it.  The file records the display name
+``%ProgramData%\\wgpy\\nt`` on Windows, else, for a process that may not write
+there, the user's own directory: see :mod:`wgpy.paths`), written by the process
+that owns the adapter and read by any process that opens it.  The file records the display name
 (up to 127 UTF-16 units, matched ignoring case), the system interface name that
 carries it (a Linux ifname is at most 15 bytes), the interface index (the LUID's
 NetLuidIndex), the owner's PID and start time (to recognise entries of dead
@@ -30,11 +31,10 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from wgpy.constants import UAPI_SOCKET_DIRECTORY
+from wgpy import paths
 
 __all__ = [
     "AdapterRecord",
@@ -51,14 +51,8 @@ _ENV_RUN_DIR = "WGPY_NT_RUN_DIR"
 
 
 def run_directory() -> str:
-    """The registry directory (see the module docstring)."""
-    env = os.environ.get(_ENV_RUN_DIR)
-    if env:
-        return env
-    if sys.platform == "win32":
-        base = os.environ.get("PROGRAMDATA", tempfile.gettempdir())
-        return os.path.join(base, "wgpy", "nt")
-    return "/var/run/wgpy-nt"
+    """The registry directory (see the module docstring and :mod:`wgpy.paths`)."""
+    return paths.registry_directory()
 
 
 def fold_name(name: str) -> str:
@@ -130,6 +124,11 @@ class AdapterRecord:
     netns: str
     #: The UAPI endpoint (Unix socket path or named pipe).
     uapi: str
+    #: The adapter's inner side: "tun" (a TUN/Wintun device) or "userspace".
+    inner: str = "tun"
+    #: The adapter state, recorded by the owner of a userspace adapter (which
+    #: has no link another process could read).
+    up: bool = False
 
     def alive(self) -> bool:
         """Whether the owning process is still the one that wrote this entry."""
@@ -224,6 +223,12 @@ class Registry:
             out.append(record)
         return out
 
+    def lookup(self, ifname: str) -> AdapterRecord | None:
+        """The entry for interface ``ifname``, if its owner lives.  Call with
+        the lock held."""
+        record = self._read(self._path(ifname))
+        return record if record is not None and record.alive() else None
+
     def find(self, name: str) -> AdapterRecord | None:
         """The live entry whose display name matches ``name`` ignoring case."""
         key = fold_name(name)
@@ -250,7 +255,7 @@ class Registry:
             return (
                 candidate not in used
                 and not taken(candidate)
-                and not os.path.exists(os.path.join(UAPI_SOCKET_DIRECTORY, candidate + ".sock"))
+                and paths.find_uapi_socket(candidate) is None
             )
 
         if valid_ifname(name) and free(name):

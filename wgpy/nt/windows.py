@@ -75,8 +75,18 @@ _PIPE_SDDL_NO_OWNER = "D:P(A;;GA;;;SY)(A;;GA;;;BA)S:(ML;;NWNRNX;;;HI)"
 _WAIT_SLICE = 0.5
 
 
-def pipe_path(name: str) -> str:
-    """The UAPI named pipe of interface ``name``."""
+#: Pipes of userspace adapters, which need no administrator: a prefix of the
+#: user's own (under ProtectedPrefix only administrators may create pipes).
+USER_PIPE_PREFIX = "\\\\.\\pipe\\wgpy\\"
+#: The user pipe's descriptor: SYSTEM, administrators and the owner (the user).
+_USER_PIPE_SDDL = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;OW)"
+
+
+def pipe_path(name: str, *, user: bool = False) -> str:
+    """The UAPI named pipe of interface ``name`` (``user``: of a userspace
+    adapter, ``\\\\.\\pipe\\wgpy\\USERNAME\\NAME``)."""
+    if user:
+        return f"{USER_PIPE_PREFIX}{os.environ.get('USERNAME', 'user')}\\{name}"
     return PIPE_PREFIX + name
 
 
@@ -333,10 +343,11 @@ def _security(sddl: str) -> _SecurityAttributes:
 class NamedPipeUapiServer:
     """UAPI for one interface on its named pipe (Windows; see the module docstring)."""
 
-    def __init__(self, name: str, backend: UapiBackend) -> None:
+    def __init__(self, name: str, backend: UapiBackend, *, user: bool = False) -> None:
         self.name = name
         self.backend = backend
-        self.path = pipe_path(name)
+        self.path = pipe_path(name, user=user)
+        self._sddl = _USER_PIPE_SDDL if user else PIPE_SDDL
         self._op_lock = threading.Lock()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -345,7 +356,7 @@ class NamedPipeUapiServer:
 
     def start(self) -> None:
         """Create the first pipe instance and start accepting (OSError on failure)."""
-        self._security = _security(PIPE_SDDL)
+        self._security = _security(self._sddl)
         first = self._create_instance(first=True)
         self._thread = threading.Thread(
             target=self._accept_loop, args=(first,), name=f"uapi-pipe-{self.name}", daemon=True
@@ -364,7 +375,7 @@ class NamedPipeUapiServer:
         )
         if handle in (None, _INVALID_HANDLE):
             err = ctypes.get_last_error()  # type: ignore[attr-defined]
-            if err == _ERROR_INVALID_OWNER and self._owner_is_system:
+            if err == _ERROR_INVALID_OWNER and self._owner_is_system and self._sddl == PIPE_SDDL:
                 log.warning(
                     "%s: cannot make SYSTEM the pipe owner (not running as SYSTEM); "
                     "wg.exe will refuse this pipe",
