@@ -125,24 +125,27 @@ def _results() -> list[Result]:
         Result("b", Status.FAIL, "the target answered", "second", ["+0.002s <- y"], 1.0),
         Result("c", Status.SKIP, "needs setup", "third", [], 0.0),
         Result("d", Status.ERROR, "runner error", "fourth", [], 0.1),
+        Result("e", Status.PARTIAL, "ok (not checked: x)", "fifth", [], 0.2, ["x"]),
     ]
 
 
 def test_reports_json_junit_and_table() -> None:
     meta = {"date": "2026-01-01T00:00:00+00:00", "target": {"label": "t", "endpoint": "x:1"}}
     doc = json.loads(json.dumps(to_json(_results(), meta)))
-    assert doc["counts"] == {"PASS": 1, "FAIL": 1, "SKIP": 1, "ERROR": 1}
-    assert [r["status"] for r in doc["results"]] == ["PASS", "FAIL", "SKIP", "ERROR"]
+    assert doc["counts"] == {"PASS": 1, "FAIL": 1, "SKIP": 1, "ERROR": 1, "PARTIAL": 1}
+    assert [r["status"] for r in doc["results"]] == ["PASS", "FAIL", "SKIP", "ERROR", "PARTIAL"]
+    assert doc["results"][4]["unchecked"] == ["x"]
     suite = ET.fromstring(ET.tostring(to_junit(_results(), meta))).find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "1")
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert cases["b"].find("failure") is not None
     assert cases["c"].find("skipped") is not None
     assert cases["d"].find("error") is not None
     assert "<- y" in (cases["b"].findtext("system-out") or "")
     table = format_table(_results())
-    assert "1 PASS, 1 FAIL, 1 SKIP, 1 ERROR" in table
+    assert "1 PASS, 1 PARTIAL, 1 FAIL, 1 SKIP, 1 ERROR" in table
+    assert cases["e"].find("failure") is None and cases["e"].find("skipped") is None
     md = to_markdown(_results(), meta).splitlines()
     assert (
         md[2].startswith("| scenario |") and md[5] == "| b | FAIL | 1.0 s | the target answered |"

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--listen", metavar="ADDR", help="bind: IP, IP:PORT or :PORT")
     o.add_argument("--roam-bind", metavar="IP", help="local IP of the roaming socket")
     o.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
+    o.add_argument(
+        "--udp-echo",
+        type=int,
+        metavar="PORT",
+        help="probe with UDP to this port of the target's tunnel IP (it must echo) "
+        "instead of ICMP echo",
+    )
     r = p.add_argument_group("scenarios and output")
     r.add_argument(
         "--scenario", action="append", default=[], metavar="NAME", help="repeatable or a,b,c"
@@ -201,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         roam_bind=args.roam_bind,
         target_mtu=args.target_mtu,
         timeout_scale=args.timeout_scale,
+        udp_echo_port=args.udp_echo,
         label=args.label or args.setup_uapi or args.setup_nt or args.target_endpoint,
     )
     out = sys.stderr if args.json == "-" else sys.stdout

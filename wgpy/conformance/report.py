@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 _NAME_W = 22
-_STATUS_W = 6
+_STATUS_W = 7
 _TIME_W = 7
 
 
@@ -70,7 +70,8 @@ def write_json(fh: TextIO, results: Sequence[Result], meta: dict[str, Any]) -> N
 
 def to_junit(results: Sequence[Result], meta: dict[str, Any]) -> ET.Element:
     """A JUnit ``<testsuites>`` element: one ``<testcase>`` per scenario,
-    FAIL as ``<failure>``, ERROR as ``<error>``, SKIP as ``<skipped>``, and
+    FAIL as ``<failure>``, ERROR as ``<error>``, SKIP as ``<skipped>``
+    (PARTIAL is a pass with the unchecked parts in ``<system-out>``), and
     the trace of what the target did in ``<system-out>``."""
     label = str(meta.get("target", {}).get("label", "target"))
     c = counts(results)

@@ -39,7 +39,7 @@ from wgpy.constants import (
     MESSAGE_TRANSPORT,
     TRANSPORT_HEADER_SIZE,
 )
-from wgpy.inet import Echo, echo_overhead, echo_packet, parse_echo
+from wgpy.inet import Echo, Udp, echo_overhead, echo_packet, parse_echo, parse_udp, udp_packet
 from wgpy.noise.cookie import CookieGenerator, mac1_key
 from wgpy.noise.handshake import (
     Handshake,
@@ -66,6 +66,7 @@ from wgpy.noise.tai64n import Tai64nStamper
 from .control import ControlError, PeerSpec, TargetControl, endpoint_text
 
 __all__ = [
+    "Clock",
     "EchoSent",
     "Failed",
     "Inbound",
@@ -91,6 +92,9 @@ class Status(StrEnum):
     """A scenario's verdict."""
 
     PASS = "PASS"
+    #: Every check that could be made passed, but some could not be made
+    #: (listed in ``Result.unchecked``): not a PASS.
+    PARTIAL = "PARTIAL"
     FAIL = "FAIL"
     SKIP = "SKIP"
     ERROR = "ERROR"  # the runner or the control failed, not the target
@@ -115,6 +119,9 @@ class Result:
     description: str = ""
     details: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Checks of the scenario that could not be made against this target
+    #: (no setup mode to read state back, no tunnel IPs, ...).
+    unchecked: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -122,6 +129,7 @@ class Result:
             "name": self.name,
             "status": self.status.value,
             "summary": self.summary,
+            "unchecked": list(self.unchecked),
             "description": self.description,
             "seconds": round(self.seconds, 3),
             "details": list(self.details),
@@ -156,6 +164,38 @@ class RunnerConfig:
     target_mtu: int = 1420
     timeout_scale: float = 1.0
     label: str = "target"
+    #: Probe with UDP datagrams to this port of the target's tunnel IP (which
+    #: must echo them) instead of ICMP echo.
+    udp_echo_port: int | None = None
+
+
+class Clock:
+    """The runner's time.  Real by default; ``scale`` > 1 runs protocol time
+    faster than real time (tests drive an in-process target on the same
+    scaled clock, so scenarios of 90 or 180 s take seconds)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError("the clock scale must be positive")
+        self.scale = scale
+        self._t0 = time.monotonic()
+        self._w0 = time.time_ns()
+
+    def monotonic(self) -> float:
+        """Protocol seconds (monotonic)."""
+        return self._t0 + (time.monotonic() - self._t0) * self.scale
+
+    def wall_ns(self) -> int:
+        """Protocol wall clock, Unix nanoseconds."""
+        return self._w0 + int((time.time_ns() - self._w0) * self.scale)
+
+    def real(self, seconds: float) -> float:
+        """Real seconds of ``seconds`` of protocol time."""
+        return max(0.0, seconds) / self.scale
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of protocol time."""
+        time.sleep(self.real(seconds))
 
 
 #: Makes an unbound UDP socket of a family (AF_INET/AF_INET6).  Tests pass one
@@ -199,7 +239,7 @@ class Inbound:
     data: bytes
     via: str  # which runner socket received it
     source: tuple[str, int]
-    at: float  # time.monotonic()
+    at: float  # the runner's clock (Runner.now())
     kind: int  # message type, 0 if the framing is invalid
     receiver: int | None = None
     keypair: Keypair | None = None  # the session it decrypted with
@@ -207,6 +247,7 @@ class Inbound:
     plaintext: bytes | None = None
     duplicate: bool = False  # a counter the target already used
     echo: Echo | None = None
+    udp: Udp | None = None
 
     @property
     def is_keepalive(self) -> bool:
@@ -222,7 +263,9 @@ class Inbound:
 
 @dataclass
 class EchoSent:
-    """An echo request sent through the tunnel (kept to replay or match)."""
+    """A probe sent through the tunnel (kept to replay or match): an ICMP
+    echo request, or with ``--udp-echo`` a UDP datagram to the target's echo
+    port, for targets whose stack does not answer pings."""
 
     packet: bytes
     message: bytes
@@ -230,6 +273,8 @@ class EchoSent:
     seq: int
     payload: bytes
     at: float
+    kind: str = "icmp"  # or "udp"
+    sport: int = 0
 
 
 class Runner:
@@ -243,8 +288,10 @@ class Runner:
         *,
         socket_factory: SocketFactory | None = None,
         progress: Callable[[Result], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock or Clock()
         self.control = control
         self._socket_factory = socket_factory or _default_socket
         self._progress = progress
@@ -275,11 +322,13 @@ class Runner:
         self.last_target_stamp: tuple[bytes, int] | None = None
         self._stamps: dict[int, bytes] = {}
         self.ident = int.from_bytes(os.urandom(2), "big") or 1
+        self.udp_sport = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
         self._seq = 0
         self.trace: list[str] = []
         self._trace_dropped = 0
+        self._unchecked: list[str] = []
         self.quiet = False
-        self.t0 = time.monotonic()
+        self.t0 = self.now()
         self.history: list[Inbound] = []
         self._installed = False
         self.tunnel_ready = bool(config.target_tunnel_ip and config.our_tunnel_ip)
@@ -366,18 +415,39 @@ class Runner:
             host = self._local_ip()
         return endpoint_text(host, int(s.getsockname()[1]))
 
+    # -- time ----------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The runner's monotonic seconds (see :class:`Clock`)."""
+        return self.clock.monotonic()
+
+    def wall_ns(self) -> int:
+        """The runner's wall clock in Unix nanoseconds."""
+        return self.clock.wall_ns()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (of the runner's clock) without receiving."""
+        self.clock.sleep(seconds)
+
     # -- tracing -----------------------------------------------------------------
 
     def t(self, seconds: float) -> float:
         """A timeout scaled by ``--timeout-scale``."""
         return seconds * self.config.timeout_scale
 
+    def unchecked(self, check: str) -> None:
+        """Record a check this scenario could not make here; a scenario that
+        otherwise passes is then reported PARTIAL, not PASS."""
+        if check not in self._unchecked:
+            self._unchecked.append(check)
+            self.note(f"   not checked: {check}")
+
     def note(self, text: str) -> None:
         """Add a line to the current scenario's trace."""
         if len(self.trace) >= MAX_TRACE_LINES:
             self._trace_dropped += 1
             return
-        self.trace.append(f"{time.monotonic() - self.t0:+8.3f}s {text}")
+        self.trace.append(f"{self.now() - self.t0:+8.3f}s {text}")
 
     def describe(self, m: Inbound) -> str:
         """One-line description of a received datagram."""
@@ -393,6 +463,11 @@ class Runner:
                 what = f"transport {n} B that does not decrypt (receiver {m.receiver:#010x})"
             elif m.plaintext == b"":
                 what = f"keepalive {n} B (counter {m.counter})"
+            elif m.udp is not None:
+                what = (
+                    f"data {n} B: UDP {m.udp.sport} -> {m.udp.dport}, {len(m.udp.payload)} B "
+                    f"payload, padded plaintext {len(m.plaintext)} (counter {m.counter})"
+                )
             elif m.echo is not None:
                 kind = "echo reply" if m.echo.reply else "echo request"
                 what = (
@@ -415,7 +490,7 @@ class Runner:
     def send(self, data: bytes, via: str = "main", what: str | None = None) -> float:
         """Send raw bytes to the target; returns the send time."""
         self.sock(via).sendto(data, self.target_addr)
-        at = time.monotonic()
+        at = self.now()
         if not self.quiet:
             self.note(f"-> {what or f'{len(data)} B'} via {via}")
         return at
@@ -436,12 +511,14 @@ class Runner:
                 if plain is not None:
                     m.keypair, m.counter, m.plaintext = kp, counter, plain
                     m.duplicate = not kp.replay.validate(counter)
-                    m.echo = parse_echo(plain) if plain else None
+                    if plain:
+                        m.echo = parse_echo(plain)
+                        m.udp = parse_udp(plain) if m.echo is None else None
         return m
 
     def receive(self, timeout: float) -> Inbound | None:
         """The next datagram from any of our sockets, or None after ``timeout``."""
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = self.now() + max(0.0, timeout)
         while True:
             for name, s in self.sockets.items():
                 try:
@@ -452,21 +529,21 @@ class Runner:
                     # ICMP port unreachable from an earlier send: nobody listens.
                     self.note(f"<- ICMP port unreachable reported on {name}")
                     continue
-                m = self._classify(data, name, source, time.monotonic())
+                m = self._classify(data, name, source, self.now())
                 self.history.append(m)
                 if not self.quiet:
                     self.note(self.describe(m))
                 return m
-            left = deadline - time.monotonic()
+            left = deadline - self.now()
             if left <= 0:
                 return None
-            select.select(list(self.sockets.values()), [], [], left)
+            select.select(list(self.sockets.values()), [], [], self.clock.real(left))
 
     def wait_for(self, pred: Callable[[Inbound], bool], timeout: float) -> Inbound | None:
         """Receive until a datagram satisfies ``pred`` (returned) or ``timeout``."""
-        deadline = time.monotonic() + timeout
+        deadline = self.now() + timeout
         while True:
-            m = self.receive(deadline - time.monotonic())
+            m = self.receive(deadline - self.now())
             if m is None:
                 return None
             if pred(m):
@@ -475,8 +552,8 @@ class Runner:
     def collect(self, duration: float) -> list[Inbound]:
         """Everything received during ``duration`` seconds."""
         out = []
-        deadline = time.monotonic() + duration
-        while (m := self.receive(deadline - time.monotonic())) is not None:
+        deadline = self.now() + duration
+        while (m := self.receive(deadline - self.now())) is not None:
             out.append(m)
         return out
 
@@ -503,11 +580,11 @@ class Runner:
         s = self.sock(via)
         addr = self.target_addr
         sent = 0
-        start = time.monotonic()
+        start = self.now()
         burst = max(1, rate // 200)  # 5 ms worth per burst
         with self.quietly():
             while sent < count:
-                elapsed = time.monotonic() - start
+                elapsed = self.now() - start
                 if elapsed >= seconds:
                     break
                 if step is not None:
@@ -521,16 +598,16 @@ class Runner:
                     sent += 1
                 while (m := self.receive(0)) is not None:
                     if stop is not None and stop(m):
-                        return sent, time.monotonic() - start, m
-                time.sleep(0.001)
-        return sent, time.monotonic() - start, None
+                        return sent, self.now() - start, m
+                self.sleep(0.001)
+        return sent, self.now() - start, None
 
     def drain(self, quiet_for: float = 0.3, limit: float = 5.0) -> int:
         """Read until nothing arrived for ``quiet_for`` seconds (at most
         ``limit`` seconds); returns the number of datagrams read."""
         n = 0
-        end = time.monotonic() + limit
-        while time.monotonic() < end and self.receive(quiet_for) is not None:
+        end = self.now() + limit
+        while self.now() < end and self.receive(quiet_for) is not None:
             n += 1
         return n
 
@@ -555,7 +632,7 @@ class Runner:
         """A fresh initiation without macs (116 bytes): (body, sender, stamp).
         Our handshake record now waits for the response to it."""
         idx = sender if sender is not None else self.new_index()
-        ts = stamp if stamp is not None else self.stamper.stamp(time.time_ns())
+        ts = stamp if stamp is not None else self.stamper.stamp(self.wall_ns())
         body = create_initiation(self.static, self.hs, idx, clamp(os.urandom(KEY_LEN)), ts)
         if body is None:
             raise RuntimeError("the target's public key is low-order")
@@ -564,7 +641,7 @@ class Runner:
 
     def add_macs(self, body: bytes) -> bytes:
         """mac1 (and mac2 while we hold a fresh cookie) for a handshake body."""
-        return self.cookie.add_macs(body, time.monotonic())
+        return self.cookie.add_macs(body, self.now())
 
     def initiation(self, *, stamp: bytes | None = None) -> tuple[bytes, int]:
         """A complete initiation and its sender index."""
@@ -579,7 +656,7 @@ class Runner:
 
     def take_cookie(self, m: Inbound) -> None:
         """Store the cookie of a reply to our last handshake message."""
-        if not self.cookie.consume_reply(MessageCookieReply.parse(m.data), time.monotonic()):
+        if not self.cookie.consume_reply(MessageCookieReply.parse(m.data), self.now()):
             raise Failed("the target's cookie reply does not decrypt with the mac1 we sent")
         self.note("   cookie stored: the target is under load; retrying with mac2")
 
@@ -637,7 +714,7 @@ class Runner:
             True,
             keys.local_index,
             keys.remote_index,
-            time.monotonic(),
+            self.now(),
         )
         self.sessions[kp.local_index] = kp
         self.current = kp
@@ -667,11 +744,11 @@ class Runner:
             initial_hash(self.our_public),
             msg,
             lambda pk: self.hs if bytes(pk) == self.target_public else None,
-            time.monotonic(),
+            self.now(),
         )
         if hs is None:
             raise Failed("the target's initiation does not authenticate (or repeats a timestamp)")
-        self.last_target_stamp = (bytes(hs.latest_timestamp), time.time_ns())
+        self.last_target_stamp = (bytes(hs.latest_timestamp), self.wall_ns())
         idx = self.new_index()
         body = create_response(hs, idx, clamp(os.urandom(KEY_LEN)))
         if body is None:
@@ -686,7 +763,7 @@ class Runner:
             False,
             keys.local_index,
             keys.remote_index,
-            time.monotonic(),
+            self.now(),
         )
         self.sessions[kp.local_index] = kp
         self.send(resp, m.via, f"response {len(resp)} B (sender {idx:#010x})")
@@ -715,6 +792,16 @@ class Runner:
         if not self.tunnel_ready:
             raise Skipped("needs --target-tunnel-ip and --our-tunnel-ip")
         self._seq = (self._seq + 1) & 0xFFFF
+        port = self.config.udp_echo_port
+        if port and not reply:
+            # The same sizes as the ICMP probe: a UDP header is 8 bytes too.
+            payload = self._seq.to_bytes(2, "big") + os.urandom(max(0, payload_len - 2))
+            src = ipaddress.ip_address(self.config.our_tunnel_ip or "").packed
+            dst = ipaddress.ip_address(self.config.target_tunnel_ip or "").packed
+            pkt = udp_packet(src, self.udp_sport, dst, port, payload[:payload_len])
+            return EchoSent(
+                pkt, b"", 0, self._seq, payload[:payload_len], 0.0, "udp", self.udp_sport
+            )
         payload = os.urandom(payload_len)
         pkt = echo_packet(
             self.config.our_tunnel_ip or "",
@@ -734,13 +821,16 @@ class Runner:
         e.message = self.send_packet(
             e.packet, kp, via, f"echo request seq {e.seq}, IP length {len(e.packet)}"
         )
-        e.at = time.monotonic()
+        e.at = self.now()
         return e
 
     def is_reply(self, e: EchoSent) -> Callable[[Inbound], bool]:
         """Matches the echo reply to ``e`` from the target's tunnel IP."""
 
         def pred(m: Inbound) -> bool:
+            if e.kind == "udp":
+                udp = m.udp
+                return udp is not None and udp.dport == e.sport and udp.payload == e.payload
             echo = m.echo
             return (
                 echo is not None
@@ -821,8 +911,9 @@ class Runner:
         """Run one scenario from a fresh state and return its result."""
         self.trace = []
         self._trace_dropped = 0
+        self._unchecked = []
         self.history = []
-        self.t0 = time.monotonic()
+        self.t0 = self.now()
         status, summary = Status.PASS, ""
         if sc.tunnel and not self.tunnel_ready:
             status, summary = Status.SKIP, "needs --target-tunnel-ip and --our-tunnel-ip"
@@ -833,7 +924,7 @@ class Runner:
                 self.fresh()
                 self.drain(0.2, 2.0)
                 self.trace.clear()
-                self.t0 = time.monotonic()
+                self.t0 = self.now()
                 summary = sc.func(self)
             except Failed as exc:
                 status, summary = Status.FAIL, str(exc)
@@ -847,13 +938,17 @@ class Runner:
                 self.trace.extend(traceback.format_exc().rstrip().splitlines())
         if self._trace_dropped:
             self.trace.append(f"... {self._trace_dropped} more lines not kept")
+        if status is Status.PASS and self._unchecked:
+            status = Status.PARTIAL
+            summary += f" (not checked: {'; '.join(self._unchecked)})"
         result = Result(
             sc.name,
             status,
             summary,
             sc.description,
             list(self.trace),
-            time.monotonic() - self.t0,
+            self.now() - self.t0,
+            list(self._unchecked),
         )
         if self._progress is not None:
             self._progress(result)

@@ -11,9 +11,9 @@ each docstring names the rule.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
@@ -31,6 +31,7 @@ from wgpy.constants import (
     REKEY_TIMEOUT,
     TRANSPORT_OVERHEAD,
 )
+from wgpy.inet import parse_ip
 from wgpy.noise.cookie import cookie_key, mac1_key
 from wgpy.noise.handshake import (
     INITIAL_CHAINING_KEY,
@@ -138,7 +139,7 @@ def _junk_initiation(r: Runner) -> tuple[bytes, int]:
     hs = Handshake(r.target_public)
     hs.precompute(junk)
     idx = r.new_index()
-    body = create_initiation(junk, hs, idx, clamp(os.urandom(KEY_LEN)), tai64n(time.time_ns()))
+    body = create_initiation(junk, hs, idx, clamp(os.urandom(KEY_LEN)), tai64n(r.wall_ns()))
     assert body is not None
     return body + mac(mac1_key(r.target_public), body) + bytes(MAC_LEN), idx
 
@@ -155,7 +156,7 @@ def _forge_low_order(r: Runner, point: bytes) -> tuple[bytes, int]:
     enc_static = st.encrypt_and_hash(r.our_public)
     assert r.hs.precomputed_ss is not None
     st.mix_key(bytes(r.hs.precomputed_ss))  # ss
-    enc_ts = st.encrypt_and_hash(r.stamper.stamp(time.time_ns()))
+    enc_ts = st.encrypt_and_hash(r.stamper.stamp(r.wall_ns()))
     body = MessageInitiation(idx, point, enc_static, enc_ts).pack()[:MAC1_OFFSET_INITIATION]
     return r.add_macs(body), idx
 
@@ -259,7 +260,7 @@ def _send_all(r: Runner, datagrams: Iterable[bytes], via: str = "main") -> int:
         try:
             s.sendto(data, r.target_addr)
         except BlockingIOError:
-            time.sleep(0.001)
+            r.sleep(0.001)
             continue
         n += 1
     return n
@@ -273,7 +274,7 @@ def handshake_initiator(r: Runner) -> str:
     """Runner initiates: the target answers a valid initiation with one 92-byte
     response whose mac1 is keyed with our public key and which authenticates
     (whitepaper 5.4.3)."""
-    start = time.monotonic()
+    start = r.now()
     m, idx = r.initiate_raw()
     r.complete(m)
     extra = [x for x in r.collect(r.t(0.5)) if x.kind == MESSAGE_RESPONSE and x.receiver == idx]
@@ -343,12 +344,14 @@ def transport(r: Runner) -> str:
     kp = r.initiate()
     for n in (56, 1000):
         reply = _need_reply(r, r.ping(kp, n), f"a {n}-byte echo request")
-        echo = reply.echo
-        assert echo is not None
         if reply.keypair is not kp:
             raise Failed("the echo reply came on a different session")
-        if echo.src != r.config.target_tunnel_ip or echo.dst != r.config.our_tunnel_ip:
-            raise Failed(f"echo reply from {echo.src} to {echo.dst}")
+        assert reply.plaintext is not None
+        ip = parse_ip(reply.plaintext)
+        assert ip is not None
+        src, dst = (str(ipaddress.ip_address(a)) for a in (ip.src, ip.dst))
+        if src != r.config.target_tunnel_ip or dst != r.config.our_tunnel_ip:
+            raise Failed(f"echo reply from {src} to {dst}")
     return "echo requests of 56 and 1000 bytes answered on the session"
 
 
@@ -405,8 +408,8 @@ def replay_transport(r: Runner) -> str:
     for e2 in reversed(later):
         r.send(e2.message, what=f"echo request seq {e2.seq} (sent out of order)")
     missing = list(later)
-    deadline = time.monotonic() + r.t(3.0)
-    while missing and (m := r.receive(deadline - time.monotonic())) is not None:
+    deadline = r.now() + r.t(3.0)
+    while missing and (m := r.receive(deadline - r.now())) is not None:
         missing = [e2 for e2 in missing if not r.is_reply(e2)(m)]
     if missing:
         raise Failed(f"no echo reply to reordered echo seq {missing[0].seq}")
@@ -426,7 +429,7 @@ def replay_initiation(r: Runner) -> str:
     first = r.last_initiation
     assert first is not None
     idx = int.from_bytes(first[4:8], "little")
-    time.sleep(0.1)  # past the 20 ms flood limit: only the timestamp can reject it
+    r.sleep(0.1)  # past the 20 ms flood limit: only the timestamp can reject it
     r.send(first, what="the accepted initiation again (replay)")
     m = r.wait_for(lambda x: x.kind == MESSAGE_RESPONSE and x.receiver == idx, r.t(2.0))
     if m is not None:
@@ -445,14 +448,14 @@ def stale_timestamp(r: Runner) -> str:
     r.initiate()
     accepted = r.last_accepted_stamp
     assert accepted is not None
-    old = tai64n(time.time_ns() - 3600 * 10**9)
+    old = tai64n(r.wall_ns() - 3600 * 10**9)
     for label, stamp in (("equal", accepted), ("one hour older", old)):
-        time.sleep(0.05)
+        r.sleep(0.05)
         body, idx, _ = r.initiation_body(stamp=stamp)
         r.note(f"   initiation with a timestamp {label} than the accepted one:")
         if r.send_body(body, idx, timeout=r.t(1.5)) is not None:
             raise Failed(f"an initiation with a timestamp {label} was answered")
-    time.sleep(0.05)
+    r.sleep(0.05)
     r.initiate()
     return "equal and older timestamps ignored; a newer one accepted"
 
@@ -465,7 +468,7 @@ def initiation_rate(r: Runner) -> str:
     wireguard-go: at most one initiation per peer every 20 ms)."""
     # A handshake first: under load it leaves us a cookie for mac2.
     r.initiate()
-    time.sleep(0.1)
+    r.sleep(0.1)
     first, idx1 = r.initiation()
     second, idx2 = r.initiation()
     r.send(first, what=f"initiation (sender {idx1:#010x})")
@@ -478,7 +481,7 @@ def initiation_rate(r: Runner) -> str:
         raise Failed("neither initiation was answered")
     if idx1 in got and idx2 in got:
         raise Failed("both initiations were answered: no per-peer flood limit")
-    time.sleep(0.1)
+    r.sleep(0.1)
     r.initiate()
     which = "first" if idx1 in got else "second"
     return f"only the {which} of two back-to-back initiations answered; 100 ms later accepted"
@@ -515,7 +518,7 @@ def garbage(r: Runner) -> str:
     n = _send_all(r, burst)
     r.note(f"-> burst of {n} random datagrams (half of them initiation-sized with type 1)")
     _expect_silence(r, r.t(3.0), "random datagrams of the burst")
-    time.sleep(1.1)  # let an under-load state from the burst lapse
+    r.sleep(1.1)  # let an under-load state from the burst lapse
     r.initiate()
     extra = ""
     if r.tunnel_ready:
@@ -586,12 +589,12 @@ def low_order(r: Runner) -> str:
     # A handshake first: under load it leaves us a cookie, so the forged
     # initiations carry a valid mac2 and reach the DH.
     r.initiate()
-    time.sleep(0.05)  # past the per-peer 20 ms flood limit, which would hide a bug
+    r.sleep(0.05)  # past the per-peer 20 ms flood limit, which would hide a bug
     for point in LOW_ORDER_POINTS:
         msg, _ = _forge_low_order(r, point)
         r.send(msg, what=f"initiation with low-order ephemeral {point[:4].hex()}..")
     _expect_silence(r, r.t(1.5), "initiations with a low-order ephemeral")
-    time.sleep(0.05)
+    r.sleep(0.05)
     r.initiate()
     if r.control is None:
         return "low-order ephemerals ignored (peer keys not checked: no setup mode)"
@@ -669,7 +672,7 @@ def keepalive_passive(r: Runner) -> str:
     # An unsolicited echo *reply* is data the target's IP stack will not answer.
     e = r.echo_request(reply=True)
     r.send_packet(e.packet, kp, what="unsolicited echo reply (data that gets no answer)")
-    sent = time.monotonic()
+    sent = r.now()
     ka = r.wait_for(lambda m: m.keypair is kp and m.is_keepalive, KEEPALIVE_TIMEOUT + r.t(6.0))
     if ka is None:
         raise Failed(f"no keepalive within {KEEPALIVE_TIMEOUT + r.t(6.0):.0f} s after our data")
@@ -689,7 +692,7 @@ def keepalive_persistent(r: Runner) -> str:
     kp = r.initiate()
     assert r.control is not None
     r.drain(0.3, 2.0)
-    start = time.monotonic()
+    start = r.now()
     r.control.set_keepalive(r.our_public, 2)
     got = [m for m in r.collect(7.5) if m.keypair is kp and m.is_keepalive]
     r.control.set_keepalive(r.our_public, 0)
@@ -726,7 +729,7 @@ def junk_flood(r: Runner) -> str:
     problem: list[str] = []
 
     def step(elapsed: float) -> None:
-        now = time.monotonic()
+        now = r.now()
         for idx, at in list(pending.items()):
             if now - at > _JUNK_ANSWER_WITHIN:
                 problem.append(
@@ -737,7 +740,7 @@ def junk_flood(r: Runner) -> str:
             body, idx, _ = r.initiation_body()
             msg = r.add_macs(body)
             r.sock("main").sendto(msg, r.target_addr)
-            pending[idx] = time.monotonic()
+            pending[idx] = r.now()
 
     def answered(m: Inbound) -> bool:
         if m.via == "aux" and not m.background:
@@ -781,21 +784,21 @@ def _flood_for_cookie(r: Runner, seconds: float) -> tuple[Inbound | None, bytes,
     s = r.sock("main")
     addr = r.target_addr
     sent = 0
-    start = time.monotonic()
+    start = r.now()
     deadline = start + seconds
     with r.quietly():
-        while time.monotonic() < deadline:
+        while r.now() < deadline:
             for _ in range(128):
                 try:
                     s.sendto(msg, addr)
                 except (BlockingIOError, OSError):
-                    time.sleep(0.0005)
+                    r.sleep(0.0005)
                     break
                 sent += 1
             while (m := r.receive(0)) is not None:
                 if m.kind == MESSAGE_COOKIE_REPLY and m.receiver == idx:
-                    return m, msg, sent, time.monotonic() - start
-    return None, msg, sent, time.monotonic() - start
+                    return m, msg, sent, r.now() - start
+    return None, msg, sent, r.now() - start
 
 
 @scenario("cookie-under-load")
@@ -930,7 +933,7 @@ def rekey(r: Runner) -> str:
         r.control.set_keepalive(r.our_public, 0)
     start = kp.created
     limit = REKEY_AFTER_TIME + r.t(30.0)
-    while time.monotonic() - start < limit:
+    while r.now() - start < limit:
         r.send_echo(kp)
         init = r.wait_for(lambda x: x.kind == MESSAGE_INITIATION, 2.0)
         if init is None:
