@@ -623,11 +623,42 @@ def low_order(r: Runner) -> str:
 # -- endpoints and timers ------------------------------------------------------------------
 
 
+#: Copies of a forgery sent right behind an authenticated echo request.
+_HIJACK_BURST: Final = 16
+#: How often each forgery races an echo reply (the race is not certain).
+_HIJACK_TRIES: Final = 4
+
+
+def _forgeries(r: Runner, kp: Keypair, replay: bytes) -> list[tuple[str, bytes]]:
+    """Packets anyone on the path can send without the session keys: none of
+    them may move the target's endpoint for us."""
+    hdr = TRANSPORT_HEADER.pack
+    return [
+        ("a replayed transport message", replay),
+        (
+            "transport with a bad tag",
+            hdr(MESSAGE_TRANSPORT, kp.remote_index, 1 << 40) + os.urandom(48),
+        ),
+        (
+            "a 32-byte keepalive-shaped forgery",
+            hdr(MESSAGE_TRANSPORT, kp.remote_index, 1 << 41) + os.urandom(16),
+        ),
+        (
+            "a 32-byte forgery for no session",
+            hdr(MESSAGE_TRANSPORT, r.new_index(), 7) + os.urandom(16),
+        ),
+        ("an initiation with a bad mac1", bytes([MESSAGE_INITIATION, 0, 0, 0]) + os.urandom(144)),
+    ]
+
+
 @scenario("roaming", tunnel=True)
 def roaming(r: Runner) -> str:
     """Roaming: after an authenticated packet from a new address:port, the
     target's replies go there; unauthenticated or replayed packets from yet
-    another address do not move its endpoint (whitepaper 2.1)."""
+    another address (a replay, a bad tag, a 32-byte forgery, a bad-mac1
+    initiation) do not move its endpoint: judged on the wire by where the
+    target's next datagram arrives, and with a control also read back
+    (whitepaper 2.1)."""
     kp = r.initiate()
     first = r.send_echo(kp, via="main")
     a = _need_reply(r, r.wait_for(r.is_reply(first), r.t(3.0)), "the echo from the main socket")
@@ -647,20 +678,55 @@ def roaming(r: Runner) -> str:
     c = _need_reply(r, r.ping(kp, via="main"), "the echo sent from the main socket again")
     if c.via != "main" or a.via != "main":
         raise Failed("after roaming back, the reply did not return to the main socket")
-    if r.control is not None and checked:
-        # Not authenticated (replay, bad tag, bad mac1): must not move anything.
-        r.send(first.message, "aux", "replayed transport from a third address")
-        bad = TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, kp.remote_index, 999) + os.urandom(48)
-        r.send(bad, "aux", "transport with a bad tag from a third address")
-        junk = bytes([MESSAGE_INITIATION, 0, 0, 0]) + os.urandom(144)
-        r.send(junk, "aux", "initiation with a bad mac1 from a third address")
-        r.collect(r.t(0.5))
+    # The hijack race: an echo request from main and, right behind it, a burst
+    # of one forgery from aux; the reply is built after some of them arrived,
+    # so a target that lets a forgery move its endpoint sends it to aux.
+    forged = _forgeries(r, kp, first.message)
+    main_s, aux_s = r.sock("main"), r.sock("aux")
+    moved = []
+    for what, data in forged:
+        for _ in range(_HIJACK_TRIES):
+            e = r.echo_request()
+            e.message = r.seal(kp, e.packet)
+            main_s.sendto(e.message, r.target_addr)
+            for _ in range(_HIJACK_BURST):
+                aux_s.sendto(data, r.target_addr)
+            r.note(f"-> echo request seq {e.seq} via main, then {_HIJACK_BURST} x {what} via aux")
+            reply = r.wait_for(r.is_reply(e), r.t(3.0))
+            if reply is None:
+                raise Failed(f"no echo reply after {what} from a third address")
+            if reply.via != "main":
+                moved.append(what)
+                break
+    if moved:
+        # The next echo from main re-authenticated it each time, so each
+        # forgery was tried on its own.
+        raise Failed(
+            f"unauthenticated packets from a third address moved the target's endpoint "
+            f"(its echo reply went there): {'; '.join(moved)}"
+        )
+    checked.append("echo replies stayed on main after each forgery")
+    # Deterministic: data from main, then every forgery from aux, then wait
+    # for the passive keepalive and see where it lands.
+    e = r.echo_request(reply=True)
+    r.send_packet(e.packet, kp, what="unsolicited echo reply (data that gets no answer)")
+    for what, data in forged:
+        r.send(data, "aux", f"{what} from a third address")
+    ka = r.wait_for(lambda m: m.keypair is kp and m.is_keepalive, KEEPALIVE_TIMEOUT + r.t(6.0))
+    if ka is None:
+        r.unchecked("where the target sends on its own after forgeries (no passive keepalive)")
+    elif ka.via != "main":
+        raise Failed(
+            f"after forgeries from a third address the target's keepalive went to {ka.via}"
+        )
+    else:
+        checked.append("its passive keepalive after all of them went to main")
+    if r.control is not None and "endpoint read back" in checked:
         ep = r.control.peer_endpoint(r.our_public)
         if ep != r.local_endpoint("main"):
             raise Failed(f"unauthenticated packets moved the target's endpoint to {ep}")
-        checked.append("unauthenticated packets did not move it")
-    extra = f" ({'; '.join(checked)})" if checked else ""
-    return f"replies followed the new address and came back{extra}"
+        checked.append("endpoint read back unmoved")
+    return f"replies followed the new address and came back ({'; '.join(checked)})"
 
 
 @scenario("keepalive-passive", tunnel=True)
@@ -778,27 +844,17 @@ class _Stop(Exception):
 
 
 def _flood_for_cookie(r: Runner, seconds: float) -> tuple[Inbound | None, bytes, int, float]:
-    """Send valid-mac1 initiations as fast as we can until a cookie reply to
-    them comes back; returns (reply, the flood message, count, seconds)."""
+    """Send valid-mac1 initiations (bounded like every flood) until a cookie
+    reply to them comes back; returns (reply, the flood message, count,
+    seconds)."""
     msg, idx = _junk_initiation(r)
-    s = r.sock("main")
-    addr = r.target_addr
-    sent = 0
-    start = r.now()
-    deadline = start + seconds
-    with r.quietly():
-        while r.now() < deadline:
-            for _ in range(128):
-                try:
-                    s.sendto(msg, addr)
-                except (BlockingIOError, OSError):
-                    r.sleep(0.0005)
-                    break
-                sent += 1
-            while (m := r.receive(0)) is not None:
-                if m.kind == MESSAGE_COOKIE_REPLY and m.receiver == idx:
-                    return m, msg, sent, r.now() - start
-    return None, msg, sent, r.now() - start
+    sent, secs, reply = r.flood(
+        [msg],
+        via="main",
+        seconds=seconds,
+        stop=lambda m: m.kind == MESSAGE_COOKIE_REPLY and m.receiver == idx,
+    )
+    return reply, msg, sent, secs
 
 
 @scenario("cookie-under-load")
