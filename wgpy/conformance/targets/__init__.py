@@ -9,7 +9,10 @@ install on CPython 3.11 without a compiler:
 * ``wireguard-requests`` -- ``wireguard-requests`` 0.0.3, a WireGuard
   *client*: boringtun with its timer thread running (it initiates, keeps the
   session fresh, sends keepalives); our script echoes UDP on port 9999 of its
-  tunnel address.  It answers no ICMP.
+  tunnel address.  It answers no ICMP.  The wrapper ignores the listen port:
+  its UDP socket is bound to a random port and *connected* to the peer's
+  endpoint (find the port with :func:`udp_ports`), so it hears nothing from
+  any other address.
 
 Each runs from a small script in this directory with the Python of its own
 virtual environment (created on first use, ``WGPY_TARGETS_DIR`` or
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["TARGETS", "Target", "TargetError", "command", "venv_python"]
+__all__ = ["TARGETS", "Target", "TargetError", "command", "udp_ports", "venv_python"]
 
 HERE: Final = Path(__file__).resolve().parent
 
@@ -96,3 +99,28 @@ def command(name: str, *args: str) -> list[str]:
     """The argv that serves target ``name`` with the script's arguments
     (see the script's docstring)."""
     return [str(venv_python(name)), str(HERE / TARGETS[name].script), *args]
+
+
+def udp_ports(pid: int) -> list[int]:
+    """The local ports of the UDP sockets process ``pid`` holds (read from
+    /proc in the process's own network namespace)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = []
+    for table in ("udp", "udp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)

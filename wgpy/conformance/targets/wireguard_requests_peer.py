@@ -33,7 +33,10 @@ def main(argv: list[str]) -> None:
     sock = tunnel.create_udp_socket(bind_port=UDP_ECHO_PORT)
     print("ready", flush=True)
     while True:
-        data, source = sock.recv_from(65535)
+        try:
+            data, source = sock.recv_from(65535)
+        except TimeoutError:  # its receive has a timeout; keep serving
+            continue
         sock.send_to(data, source)
 
 
