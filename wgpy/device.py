@@ -27,7 +27,7 @@ import itertools
 import logging
 import struct
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from wgpy.allowedips import AllowedIPs
@@ -57,6 +57,7 @@ from wgpy.constants import (
     UNDER_LOAD_HANDSHAKES,
 )
 from wgpy.endpoint import Endpoint
+from wgpy.keylog import keylog_block
 from wgpy.noise.cookie import CookieChecker
 from wgpy.noise.handshake import (
     Handshake,
@@ -136,6 +137,9 @@ class Device:
         #: Debug switch: treat every handshake as arriving under load, so the
         #: cookie path can be exercised on demand (``WGPY_FORCE_UNDER_LOAD``).
         self.force_under_load = False
+        #: Where the keys of each handshake we make go, as Wireshark key-log
+        #: lines (:mod:`wgpy.keylog`); None (the default) logs nothing.
+        self.keylog: Callable[[str], None] | None = None
         self._static: StaticKey | None = None
         self._responder_hash = b""
         self._peers: dict[bytes, Peer] = {}
@@ -706,16 +710,14 @@ class Device:
         peer.last_sent_handshake = now
         self._release_pending_index(peer)
         index = self._new_index()
+        ephemeral = self.rng.random_bytes(KEY_LEN)
         body = create_initiation(
-            static,
-            peer.handshake,
-            index,
-            self.rng.random_bytes(KEY_LEN),
-            peer.stamper.stamp(wall_ns),
+            static, peer.handshake, index, ephemeral, peer.stamper.stamp(wall_ns)
         )
         if body is None:
             self.stats["handshake_refused_low_order"] += 1
             return
+        self._log_keys(peer, ephemeral)
         self._index[index] = (peer, None)
         peer.pending_index = index
         msg = peer.cookie.add_macs(body, now)
@@ -726,14 +728,24 @@ class Device:
         timers.handshake_initiated(now)
         out.events.append(Event("initiation_sent", peer.public_key))
 
+    def _log_keys(self, peer: Peer, ephemeral: bytes) -> None:
+        """Hand the keys of a handshake we just made to the key-log sink."""
+        if self.keylog is not None and self._static is not None:
+            hs = peer.handshake
+            self.keylog(
+                keylog_block(self._static.private, peer.public_key, ephemeral, hs.preshared_key)
+            )
+
     def _send_response(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
         """Answer the initiation just consumed and park the new session as next."""
         hs = peer.handshake
         index = self._new_index()
-        body = create_response(hs, index, self.rng.random_bytes(KEY_LEN))
+        ephemeral = self.rng.random_bytes(KEY_LEN)
+        body = create_response(hs, index, ephemeral)
         if body is None:
             hs.clear()
             return
+        self._log_keys(peer, ephemeral)
         msg = peer.cookie.add_macs(body, now)
         keys = derive_transport_keys(hs)
         if keys is None:  # pragma: no cover - create_response guarantees state

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="FILE", help="write results as JSON ('-': stdout)")
     r.add_argument("--junit", metavar="FILE", help="write results as JUnit XML")
     r.add_argument("--markdown", metavar="FILE", help="write results as a Markdown table")
+    r.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="write each scenario's datagrams to DIR/NN-NAME.pcapng, with the runner's "
+        "handshake keys inside (Wireshark decrypts it as it opens; the file is a secret)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="print every scenario's trace")
     return p
 
@@ -209,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_mtu=args.target_mtu,
         timeout_scale=args.timeout_scale,
         udp_echo_port=args.udp_echo,
+        pcap_dir=args.pcap,
         label=args.label or args.setup_uapi or args.setup_nt or args.target_endpoint,
     )
     out = sys.stderr if args.json == "-" else sys.stdout

@@ -40,6 +40,7 @@ from wgpy.constants import (
     TRANSPORT_HEADER_SIZE,
 )
 from wgpy.inet import Echo, Udp, echo_overhead, echo_packet, parse_echo, parse_udp, udp_packet
+from wgpy.keylog import keylog_block
 from wgpy.noise.cookie import CookieGenerator, mac1_key
 from wgpy.noise.handshake import (
     Handshake,
@@ -62,6 +63,7 @@ from wgpy.noise.messages import (
 )
 from wgpy.noise.primitives import StaticKey, clamp, mac
 from wgpy.noise.tai64n import Tai64nStamper
+from wgpy.pcapng import write_pcapng
 
 from .control import ControlError, PeerSpec, TargetControl, endpoint_text
 
@@ -85,6 +87,8 @@ MAX_TRACE_LINES: Final = 400
 #: second and in all (a target that never answers must not get millions).
 FLOOD_MAX_RATE: Final = 50_000
 FLOOD_MAX_COUNT: Final = 250_000
+#: Most datagrams kept per scenario for its pcapng (floods are cut short).
+MAX_CAPTURE: Final = 20_000
 _U32_MASK: Final = 0xFFFFFFFF
 
 
@@ -167,6 +171,9 @@ class RunnerConfig:
     #: Probe with UDP datagrams to this port of the target's tunnel IP (which
     #: must echo them) instead of ICMP echo.
     udp_echo_port: int | None = None
+    #: Write each scenario's datagrams, with the runner's handshake keys in a
+    #: Decryption Secrets Block, to DIR/NN-SCENARIO.pcapng (Wireshark).
+    pcap_dir: str | None = None
 
 
 class Clock:
@@ -327,6 +334,12 @@ class Runner:
         self.trace: list[str] = []
         self._trace_dropped = 0
         self._unchecked: list[str] = []
+        #: This scenario's datagrams for --pcap: (Unix us, via, outbound,
+        #: remote address, bytes), and the key-log blocks of our handshakes.
+        self._capture: list[tuple[int, str, bool, tuple[str, int], bytes]] = []
+        self._captured_over = 0
+        self._keylog: list[str] = []
+        self._scenario_number = 0
         self.quiet = False
         self.t0 = self.now()
         self.history: list[Inbound] = []
@@ -487,9 +500,22 @@ class Runner:
 
     # -- sending and receiving -------------------------------------------------------
 
+    def transmit(self, data: bytes, via: str = "main") -> None:
+        """Send raw bytes to the target, untraced (but captured for --pcap);
+        BlockingIOError when the socket buffer is full."""
+        self.sock(via).sendto(data, self.target_addr)
+        if self.config.pcap_dir is not None:
+            self._record(via, True, self.target_addr, data)
+
+    def _record(self, via: str, outbound: bool, remote: tuple[str, int], data: bytes) -> None:
+        if len(self._capture) >= MAX_CAPTURE:
+            self._captured_over += 1
+            return
+        self._capture.append((self.clock.wall_ns() // 1000, via, outbound, remote, data))
+
     def send(self, data: bytes, via: str = "main", what: str | None = None) -> float:
         """Send raw bytes to the target; returns the send time."""
-        self.sock(via).sendto(data, self.target_addr)
+        self.transmit(data, via)
         at = self.now()
         if not self.quiet:
             self.note(f"-> {what or f'{len(data)} B'} via {via}")
@@ -530,6 +556,8 @@ class Runner:
                     self.note(f"<- ICMP port unreachable reported on {name}")
                     continue
                 m = self._classify(data, name, source, self.now())
+                if self.config.pcap_dir is not None:
+                    self._record(name, False, m.source, data)
                 self.history.append(m)
                 if not self.quiet:
                     self.note(self.describe(m))
@@ -577,8 +605,6 @@ class Runner:
         (datagrams sent, seconds, the datagram that stopped it)."""
         rate = max(1, min(rate, FLOOD_MAX_RATE))
         count = max(0, min(count, FLOOD_MAX_COUNT))
-        s = self.sock(via)
-        addr = self.target_addr
         sent = 0
         start = self.now()
         burst = max(1, rate // 200)  # 5 ms worth per burst
@@ -592,7 +618,7 @@ class Runner:
                 due = min(count, int(elapsed * rate) + burst)
                 while sent < due:
                     try:
-                        s.sendto(datagrams[sent % len(datagrams)], addr)
+                        self.transmit(datagrams[sent % len(datagrams)], via)
                     except (BlockingIOError, OSError):
                         break
                     sent += 1
@@ -633,11 +659,21 @@ class Runner:
         Our handshake record now waits for the response to it."""
         idx = sender if sender is not None else self.new_index()
         ts = stamp if stamp is not None else self.stamper.stamp(self.wall_ns())
-        body = create_initiation(self.static, self.hs, idx, clamp(os.urandom(KEY_LEN)), ts)
+        ephemeral = clamp(os.urandom(KEY_LEN))
+        body = create_initiation(self.static, self.hs, idx, ephemeral, ts)
         if body is None:
             raise RuntimeError("the target's public key is low-order")
+        self._log_keys(self.hs, ephemeral)
         self._stamps[idx] = ts
         return body, idx, ts
+
+    def _log_keys(self, hs: Handshake, ephemeral: bytes) -> None:
+        """Keep the keys of a handshake we made for this scenario's pcapng."""
+        if self.config.pcap_dir is not None:
+            block = keylog_block(
+                self.static.private, self.target_public, ephemeral, hs.preshared_key
+            )
+            self._keylog.append(block)
 
     def add_macs(self, body: bytes) -> bytes:
         """mac1 (and mac2 while we hold a fresh cookie) for a handshake body."""
@@ -750,9 +786,11 @@ class Runner:
             raise Failed("the target's initiation does not authenticate (or repeats a timestamp)")
         self.last_target_stamp = (bytes(hs.latest_timestamp), self.wall_ns())
         idx = self.new_index()
-        body = create_response(hs, idx, clamp(os.urandom(KEY_LEN)))
+        ephemeral = clamp(os.urandom(KEY_LEN))
+        body = create_response(hs, idx, ephemeral)
         if body is None:
             raise Failed("the target's initiation carries a low-order ephemeral key")
+        self._log_keys(hs, ephemeral)
         resp = self.add_macs(body)
         keys = derive_transport_keys(hs)
         if keys is None:  # pragma: no cover
@@ -912,6 +950,8 @@ class Runner:
         self.trace = []
         self._trace_dropped = 0
         self._unchecked = []
+        self._capture, self._captured_over, self._keylog = [], 0, []
+        self._scenario_number += 1
         self.history = []
         self.t0 = self.now()
         status, summary = Status.PASS, ""
@@ -936,6 +976,8 @@ class Runner:
                 status = Status.ERROR
                 summary = f"runner error: {type(exc).__name__}: {exc}"
                 self.trace.extend(traceback.format_exc().rstrip().splitlines())
+        if self.config.pcap_dir is not None:
+            self._write_pcap(sc.name)
         if self._trace_dropped:
             self.trace.append(f"... {self._trace_dropped} more lines not kept")
         if status is Status.PASS and self._unchecked:
@@ -953,6 +995,31 @@ class Runner:
         if self._progress is not None:
             self._progress(result)
         return result
+
+    def _write_pcap(self, name: str) -> None:
+        """This scenario's datagrams as IP/UDP packets, with our handshake
+        keys in the file, so Wireshark decrypts it as it opens."""
+        assert self.config.pcap_dir is not None
+        os.makedirs(self.config.pcap_dir, exist_ok=True)
+        path = os.path.join(self.config.pcap_dir, f"{self._scenario_number:02d}-{name}.pcapng")
+        local: dict[str, tuple[bytes, int]] = {}
+        for via in self.sockets:
+            host, port = _parse_endpoint(self.local_endpoint(via))
+            local[via] = (ipaddress.ip_address(host).packed, port)
+
+        def packets() -> Iterator[tuple[int, bytes]]:
+            for micros, via, outbound, remote, data in self._capture:
+                ours = local.get(via)
+                if ours is None:
+                    continue
+                theirs = (ipaddress.ip_address(remote[0]).packed, remote[1])
+                src, dst = (ours, theirs) if outbound else (theirs, ours)
+                yield micros, udp_packet(src[0], src[1], dst[0], dst[1], data)
+
+        with open(path, "wb") as fh:
+            n = write_pcapng(fh, packets(), "".join(self._keylog))
+        over = f" ({self._captured_over} more not kept)" if self._captured_over else ""
+        self.trace.append(f"pcapng: {path}: {n} datagrams{over}")
 
     def run(self, scenarios: Sequence[Scenario]) -> list[Result]:
         """Run scenarios in order."""

@@ -255,10 +255,9 @@ def _garbage() -> list[tuple[str, bytes]]:
 
 def _send_all(r: Runner, datagrams: Iterable[bytes], via: str = "main") -> int:
     n = 0
-    s = r.sock(via)
     for data in datagrams:
         try:
-            s.sendto(data, r.target_addr)
+            r.transmit(data, via)
         except BlockingIOError:
             r.sleep(0.001)
             continue
@@ -682,15 +681,14 @@ def roaming(r: Runner) -> str:
     # of one forgery from aux; the reply is built after some of them arrived,
     # so a target that lets a forgery move its endpoint sends it to aux.
     forged = _forgeries(r, kp, first.message)
-    main_s, aux_s = r.sock("main"), r.sock("aux")
     moved = []
     for what, data in forged:
         for _ in range(_HIJACK_TRIES):
             e = r.echo_request()
             e.message = r.seal(kp, e.packet)
-            main_s.sendto(e.message, r.target_addr)
+            r.transmit(e.message, "main")
             for _ in range(_HIJACK_BURST):
-                aux_s.sendto(data, r.target_addr)
+                r.transmit(data, "aux")
             r.note(f"-> echo request seq {e.seq} via main, then {_HIJACK_BURST} x {what} via aux")
             reply = r.wait_for(r.is_reply(e), r.t(3.0))
             if reply is None:
@@ -805,7 +803,7 @@ def junk_flood(r: Runner) -> str:
         if not pending and elapsed >= 0.5 * (len(latencies) + 1):
             body, idx, _ = r.initiation_body()
             msg = r.add_macs(body)
-            r.sock("main").sendto(msg, r.target_addr)
+            r.transmit(msg, "main")
             pending[idx] = r.now()
 
     def answered(m: Inbound) -> bool:

@@ -27,6 +27,7 @@ from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
 from wgpy.device import Device, Event, Output
 from wgpy.net.udp import UdpBind
 from wgpy.rng import Rng, SeededRng
+from wgpy.runtime.keylog import KeylogFile
 from wgpy.runtime.options import InterfaceOptions, UdpFactory, udp_bind_factory
 from wgpy.tun.base import TunClosed, TunDevice
 
@@ -110,6 +111,12 @@ class Interface:
         self.device = Device(private_key, rng=rng, mtu=tun.mtu or DEFAULT_MTU)
         # Debug switch: every handshake needs a cookie (tests the DoS path).
         self.device.force_under_load = self.options.force_under_load
+        self._keylog: KeylogFile | None = None
+        if self.options.keylog_file:
+            # Wireshark's wg.keylog_file: a secret, written only when asked for.
+            log.warning("%s: writing handshake keys to %s", tun.name, self.options.keylog_file)
+            self._keylog = KeylogFile(self.options.keylog_file)
+            self.device.keylog = self._keylog.write
         self.lock = threading.RLock()
         self.udp: UdpBind | None = None
         self._listen_port = listen_port
@@ -201,6 +208,9 @@ class Interface:
                 self.udp.close()
                 self.udp = None
             self.device.erase()
+            if self._keylog is not None:
+                self.device.keylog = None
+                self._keylog.close()
             self.tun.close()
             for sock in self._wake_sockets:
                 sock.close()

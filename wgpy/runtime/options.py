@@ -14,6 +14,9 @@ Environment (read by :meth:`InterfaceOptions.from_environment`):
 * ``WGPY_OFFLOAD=0``: no TUN TSO/USO and no UDP GSO/GRO (for comparisons).
 * ``WGPY_FORCE_UNDER_LOAD=1``: a debug switch that makes every handshake need
   a cookie, to exercise the DoS path on demand.
+* ``WGPY_KEYLOG_FILE``: append every handshake's keys, in Wireshark's
+  ``wg.keylog_file`` format, to this file (created 0600).  A secret: it
+  decrypts the tunnel's traffic.  Off by default (:mod:`wgpy.keylog`).
 * ``WGPY_INSECURE_TEST_RNG_SEED``: a seeded RNG, for recording test
   transcripts only (it makes every key predictable).
 """
@@ -43,6 +46,7 @@ class InterfaceOptions:
     offload: bool = True
     force_under_load: bool = False
     insecure_rng_seed: str | None = None
+    keylog_file: str | None = None
 
     def __post_init__(self) -> None:
         if not _MTU_MIN <= self.mtu <= _MTU_MAX:
@@ -62,6 +66,7 @@ class InterfaceOptions:
             offload=env.get("WGPY_OFFLOAD", "1") != "0",
             force_under_load=env.get("WGPY_FORCE_UNDER_LOAD") == "1",
             insecure_rng_seed=env.get("WGPY_INSECURE_TEST_RNG_SEED") or None,
+            keylog_file=env.get("WGPY_KEYLOG_FILE") or None,
         )
 
 
