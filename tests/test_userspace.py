@@ -305,3 +305,33 @@ def test_two_engines_with_userspace_inner_sides_exchange_udp_and_echo() -> None:
         for iface in (a, b):
             iface.close()
     assert not any(t.is_alive() for t in threads)
+
+
+def test_listen_port_changes_racing_the_loop_never_kill_it() -> None:
+    """A configuration thread rebinding the port while the loop registers its
+    sockets once left the loop registering a socket already closed (EBADF:
+    "event loop failed", seen when a wireguard.h program set the port right
+    after creating the adapter).  The loop must survive and keep receiving."""
+    tun = UserspaceTun("usr", addresses=f"{A4}/24")
+    iface = Interface(tun, options=InterfaceOptions(), private_key=clamp(os.urandom(32)))
+    iface.tun.set_up(True)  # type: ignore[attr-defined]
+    iface.start()
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(iface.run()), daemon=True)
+    t.start()
+    try:
+        for _ in range(300):
+            iface.set_listen_port(0)
+            assert t.is_alive(), result
+        port = iface.get_listen_port()
+        deadline = time.monotonic() + 5
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            stats = iface.device.stats
+            while stats["rx_dropped_unknown_index"] == 0 and time.monotonic() < deadline:
+                s.sendto(b"\x04\0\0\0" + bytes(28), ("127.0.0.1", port))  # no such session
+                time.sleep(0.05)
+        assert t.is_alive() and stats["rx_dropped_unknown_index"] > 0
+    finally:
+        iface.stop()
+        t.join(5)
+        iface.close()

@@ -133,6 +133,7 @@ class Interface:
         self._wake_r, self._wake_w = (sock.fileno() for sock in self._wake_sockets)
         self._stop = threading.Event()
         self._registered_udp: list[int] = []
+        self._registered_bind: UdpBind | None = None
         self._hs_paused_until: float | None = None
         self._link_watch: socket.socket | None = None
         self._link_netns: tuple[int, int] | None = None
@@ -337,20 +338,26 @@ class Interface:
         sel = self._selector
         if sel is None:
             return
-        udp = self.udp
-        want = udp.filenos() if udp is not None else []
-        if self._hs_paused_until is not None and udp is not None:
-            # Handshake sockets rest while the handshake budget refills.
-            want = [fd for fd in want if fd not in udp.handshake_fds]
-        if want == self._registered_udp:
-            return
-        for fd in self._registered_udp:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                sel.unregister(fd)
-        hs_fds = udp.handshake_fds if udp is not None else frozenset()
-        for fd in want:
-            sel.register(fd, selectors.EVENT_READ, "udp-hs" if fd in hs_fds else "udp")
-        self._registered_udp = list(want)
+        # Under the lock: a configuration thread may rebind (and close the
+        # old sockets) at any moment.  A new bind is registered afresh even if
+        # its descriptors reuse the numbers of closed ones, which epoll has
+        # already forgotten.
+        with self.lock:
+            udp = self.udp
+            want = udp.filenos() if udp is not None else []
+            if self._hs_paused_until is not None and udp is not None:
+                # Handshake sockets rest while the handshake budget refills.
+                want = [fd for fd in want if fd not in udp.handshake_fds]
+            if want == self._registered_udp and udp is self._registered_bind:
+                return
+            for fd in self._registered_udp:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    sel.unregister(fd)
+            hs_fds = udp.handshake_fds if udp is not None else frozenset()
+            for fd in want:
+                sel.register(fd, selectors.EVENT_READ, "udp-hs" if fd in hs_fds else "udp")
+            self._registered_udp = list(want)
+            self._registered_bind = udp
 
     def _on_tun(self) -> None:
         tun, device = self.tun, self.device
