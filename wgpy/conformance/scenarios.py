@@ -201,6 +201,10 @@ def _confirms(kp: Keypair) -> Callable[[Inbound], bool]:
     return lambda x: x.keypair is kp or (x.kind == MESSAGE_COOKIE_REPLY and x.receiver == idx)
 
 
+#: How soon an initiator must confirm a session after our response.
+_CONFIRM_WITHIN: Final = 0.5
+
+
 def _accept_and_confirm(r: Runner, m: Inbound) -> Keypair:
     """Answer the target's initiation and wait for its key confirmation.
 
@@ -209,16 +213,21 @@ def _accept_and_confirm(r: Runner, m: Inbound) -> Keypair:
     """
     for _ in range(3):
         kp = r.accept(m)
-        conf = r.wait_for(
-            _confirms(kp),
-            r.t(3.0),
-        )
+        sent = r.now()
+        conf = r.wait_for(_confirms(kp), r.t(3.0))
         if conf is None:
             raise Failed(
                 "after our response the target sent nothing on the new session "
                 "(the initiator must confirm the session with data or a keepalive)"
             )
         if conf.kind != MESSAGE_COOKIE_REPLY:
+            delay = conf.at - sent
+            if delay > r.t(_CONFIRM_WITHIN):
+                # A timer (persistent keepalive, data later) is not confirmation.
+                raise Failed(
+                    f"the target confirmed the session only {delay:.2f} s after our response, "
+                    "not at once"
+                )
             return kp
         r.take_cookie(conf)
         nxt = r.wait_initiation(REKEY_TIMEOUT + r.t(3.0))
