@@ -253,6 +253,72 @@ def _ignore_cookie_replies() -> None:
     _patch(Device, "_receive_cookie_reply", lambda self, data, now: None)
 
 
+def _no_jitter() -> None:
+    _patch(Device, "_jitter", lambda self: 0.0)
+
+
+def _no_message_limit() -> None:
+    _patch(dev_mod, "REJECT_AFTER_MESSAGES", 1 << 65)
+    _patch(ReplayWindow, "validate", lambda self, counter, limit=0: True)
+
+
+def _responder_sends_unconfirmed() -> None:
+    real = Device._send_response
+
+    def send_response(self: Device, peer: Any, *args: Any) -> None:
+        real(self, peer, *args)
+        kp = peer.keypairs.next
+        if kp is not None:  # treats the new session as confirmed at once
+            for old in peer.keypairs.confirm(kp):
+                self._drop_keypair(old)
+
+    _patch(Device, "_send_response", send_response)
+
+
+def _monotonic_handshake_time() -> None:
+    import time
+
+    real = Device._handshake_complete
+
+    def complete(self: Device, peer: Any, now: float, wall_ns: int, out: Any) -> None:
+        real(self, peer, now, wall_ns, out)
+        peer.last_handshake_ns = time.monotonic_ns()  # not Unix time
+
+    _patch(Device, "_handshake_complete", complete)
+
+
+def _crossing_initiations_deadlock() -> None:
+    real = Device._consume_initiation
+
+    def consume(self: Device, *args: Any) -> Any:
+        pending = [
+            p for p in self.peers if p.handshake.state == hs_mod.HandshakeState.CREATED_INITIATION
+        ]
+        if pending:  # drops the crossing initiation and forgets its own
+            for p in pending:
+                p.handshake.clear()
+            return None
+        return real(self, *args)
+
+    _patch(Device, "_consume_initiation", consume)
+
+
+def _never_rekeys() -> None:
+    _patch(dev_mod, "REKEY_AFTER_TIME", 1e9)
+
+
+def _never_give_up() -> None:
+    from wgpy import timers
+
+    _patch(timers, "MAX_TIMER_HANDSHAKES", 1 << 30)
+
+
+def _keypairs_never_expire() -> None:
+    from wgpy.noise.keypair import Keypair
+
+    _patch(Keypair, "expired", lambda self, now: self._send_aead is None)
+
+
 #: scenario -> (what the mutant gets wrong, the patch).
 MUTANTS: dict[str, tuple[str, Mutation]] = {
     "handshake-initiator": ("its responses do not authenticate", _corrupt_responses),
@@ -274,6 +340,15 @@ MUTANTS: dict[str, tuple[str, Mutation]] = {
     "junk-flood": ("bad-mac1 junk counts toward load", _junk_counts_toward_load),
     "cookie-under-load": ("it never comes under load", _never_under_load),
     "cookie-initiator": ("it ignores cookie replies", _ignore_cookie_replies),
+    "retransmit-jitter": ("it retransmits without jitter", _no_jitter),
+    "message-limit": ("it has no receive-side message limit", _no_message_limit),
+    "simultaneous-initiation": ("crossing initiations deadlock it", _crossing_initiations_deadlock),
+    "key-confirmation": ("as responder it sends before confirmation", _responder_sends_unconfirmed),
+    "uapi": ("it reports last_handshake_time on the monotonic clock", _monotonic_handshake_time),
+    # The long scenarios (run by hand: they take 2-3 minutes each).
+    "give-up": ("it never gives up a handshake", _never_give_up),
+    "rekey": ("it never rekeys", _never_rekeys),
+    "reject-after-time": ("its keypairs never expire", _keypairs_never_expire),
 }
 
 

@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--scenario", action="append", default=[], metavar="NAME", help="repeatable or a,b,c"
     )
-    r.add_argument("--long", action="store_true", help="also the long scenarios (rekey)")
+    r.add_argument(
+        "--long",
+        action="store_true",
+        help="also the long scenarios (rekey, give-up, reject-after-time)",
+    )
     r.add_argument("--list", action="store_true", help="list the scenarios and exit")
     r.add_argument("--json", metavar="FILE", help="write results as JSON ('-': stdout)")
     r.add_argument("--junit", metavar="FILE", help="write results as JUnit XML")

@@ -18,6 +18,7 @@ peer between scenarios, and reads back the endpoint the target recorded.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -130,6 +131,27 @@ class UapiControl:
 
     def remove_peer(self, public_key: bytes) -> None:
         self._set([f"public_key={public_key.hex()}", "remove=true"])
+
+    def raw(self, request: str, *, limit: int = 16 << 20) -> str:
+        """Send one raw UAPI request (``get=1\n\n`` or ``set=1\n...\n\n``)
+        and return the response text up to its blank line, unparsed (the
+        ``uapi`` scenario judges the protocol itself)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10.0)
+        try:
+            sock.connect(self._client.path)
+            sock.sendall(request.encode())
+            buf = b""
+            while b"\n\n" not in buf and len(buf) < limit:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            raise ControlError(f"UAPI request on {self._client.path} failed: {exc}") from exc
+        finally:
+            sock.close()
+        return buf.decode(errors="replace").split("\n\n", 1)[0] + "\n"
 
     def peer_endpoint(self, public_key: bytes) -> str | None:
         from wgpy.uapi import UapiError

@@ -27,8 +27,12 @@ from wgpy.constants import (
     MESSAGE_PADDING_MULTIPLE,
     MESSAGE_RESPONSE,
     MESSAGE_TRANSPORT,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
     REKEY_AFTER_TIME,
+    REKEY_ATTEMPT_TIME,
     REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER_MAX,
     TRANSPORT_OVERHEAD,
 )
 from wgpy.inet import parse_ip
@@ -51,13 +55,14 @@ from wgpy.noise.primitives import (
     StaticKey,
     clamp,
     mac,
+    public_key,
     xaead_decrypt,
     xaead_encrypt,
 )
 from wgpy.noise.symmetric import SymmetricState
 from wgpy.noise.tai64n import tai64n
 
-from .control import ControlError, PeerSpec
+from .control import ControlError, PeerSpec, UapiControl
 from .runner import Failed, Inbound, Runner, Scenario, Skipped
 
 __all__ = ["LOW_ORDER_POINTS", "SCENARIOS", "scenario", "select"]
@@ -779,6 +784,324 @@ def keepalive_persistent(r: Runner) -> str:
     if any(len(m.data) != 32 for m in got):
         raise Failed("a keepalive is not 32 bytes")
     return f"{len(got)} keepalives at {shown} s"
+
+
+#: Retransmissions measured by retransmit-jitter, and the slack allowed
+#: around REKEY_TIMEOUT + [0, REKEY_TIMEOUT_JITTER_MAX] (timer granularity).
+_RETRIES: Final = 3
+_EARLY_SLACK: Final = 0.05
+_LATE_SLACK: Final = 0.25
+
+
+def _unanswered_initiations(r: Runner, first: Inbound, count: int) -> list[Inbound]:
+    """The target's next ``count`` initiations while nobody answers."""
+    got = [first]
+    for _ in range(count):
+        nxt = r.wait_initiation(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + r.t(2.0))
+        if nxt is None:
+            raise Failed(
+                f"no retransmission within {REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + 2:.1f} s "
+                f"of the initiation at +{got[-1].at - r.t0:.1f} s"
+            )
+        got.append(nxt)
+    return got
+
+
+@scenario("retransmit-jitter")
+def retransmit_jitter(r: Runner) -> str:
+    """Retransmission: an initiation that gets no answer is followed by a new
+    one (fresh ephemeral) REKEY_TIMEOUT (5 s) plus a random jitter of up to
+    1/3 s later; over three retries every gap lies in 5.0-5.333 s (with timer
+    slack) and the gaps are not all equal (whitepaper 6.1, 6.4)."""
+    m, how = _target_initiates(r)
+    if r.control is not None:
+        r.control.set_keepalive(r.our_public, 0)  # only the retransmission timer now
+    inits = _unanswered_initiations(r, m, _RETRIES)
+    for a, b in itertools.pairwise(inits):
+        if a.data[8:40] == b.data[8:40]:
+            raise Failed("a retransmitted initiation reused the previous ephemeral key")
+    gaps = [b.at - a.at for a, b in itertools.pairwise(inits)]
+    shown = ", ".join(f"{g:.3f}" for g in gaps)
+    lo = REKEY_TIMEOUT - _EARLY_SLACK
+    hi = REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + r.t(_LATE_SLACK)
+    if any(not lo <= g <= hi for g in gaps):
+        raise Failed(f"retransmissions {shown} s apart: not REKEY_TIMEOUT + jitter (5.0-5.333 s)")
+    spread = max(gaps) - min(gaps)
+    if spread < 0.002:
+        raise Failed(f"retransmissions {shown} s apart: no jitter")
+    return f"{_RETRIES} retransmissions ({how}) {shown} s apart (spread {spread * 1000:.0f} ms)"
+
+
+@scenario("give-up", long=True)
+def give_up(r: Runner) -> str:
+    """Give-up (long): initiations nobody answers are retried for
+    REKEY_ATTEMPT_TIME (90 s), then no more are sent (whitepaper 6.4).  The
+    kernel and wireguard-go count 90 / 5 = 18 retries and give up when a 19th
+    is due, so the last of 20 initiations goes out 19 x (5 s + jitter), up to
+    101.3 s, after the first."""
+    m, how = _target_initiates(r)
+    if r.control is not None:
+        r.control.set_keepalive(r.our_public, 0)
+    last = m
+    count = 1
+    retries = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT) + 1
+    limit = retries * (REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX) + r.t(1.0)
+    while True:
+        nxt = r.wait_initiation(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + r.t(2.0))
+        if nxt is None:
+            break
+        count += 1
+        last = nxt
+        if nxt.at - m.at > limit:
+            raise Failed(
+                f"still initiating {nxt.at - m.at:.1f} s after the first initiation "
+                f"({count} sent; it should give up after {retries} retries, 90 s)"
+            )
+    span = last.at - m.at
+    if span < REKEY_ATTEMPT_TIME - 1.0:
+        raise Failed(f"gave up after only {span:.1f} s ({count} initiations)")
+    _expect_silence_kind(r, r.t(10.0), MESSAGE_INITIATION, "an abandoned handshake")
+    return f"{count} initiations ({how}) over {span:.1f} s, then none"
+
+
+def _expect_silence_kind(r: Runner, duration: float, kind: int, what: str) -> None:
+    late = [m for m in r.collect(duration) if m.kind == kind]
+    if late:
+        raise Failed(f"{what}: the target sent {len(late)} more (first {r.describe(late[0])[3:]})")
+
+
+@scenario("reject-after-time", tunnel=True, long=True)
+def reject_after_time(r: Runner) -> str:
+    """Keypair expiry (long): once a session is REJECT_AFTER_TIME (180 s) old,
+    the target sends nothing more on it (a keepalive it owes then needs a new
+    handshake) and no longer accepts our data on it (whitepaper 6.2)."""
+    kp = r.initiate()
+    _need_reply(r, r.ping(kp), "an echo request on the fresh session")
+    # Keep the target from rekeying on its own: we are the initiator, and we
+    # send nothing until shortly before expiry.
+    while r.now() - kp.created < REJECT_AFTER_TIME - 8.0:
+        r.collect(min(5.0, REJECT_AFTER_TIME - 8.0 - (r.now() - kp.created)))
+    # Data it will not answer: it owes a passive keepalive 10 s later, when
+    # the session is past 180 s.
+    e = r.echo_request(reply=True)
+    r.send_packet(e.packet, kp, what="unsolicited echo reply (a keepalive is owed 10 s later)")
+    wrong: list[Inbound] = []
+    deadline = kp.created + REJECT_AFTER_TIME + KEEPALIVE_TIMEOUT + r.t(4.0)
+    while (m := r.receive(deadline - r.now())) is not None:
+        if m.keypair is kp and m.at - kp.created > REJECT_AFTER_TIME + r.t(0.2):
+            wrong.append(m)
+    if wrong:
+        age = wrong[0].at - kp.created
+        raise Failed(f"the target sent on a session {age:.1f} s old (REJECT_AFTER_TIME is 180 s)")
+    late = r.send_echo(kp)
+    if r.wait_for(r.is_reply(late), r.t(2.0)) is not None:
+        raise Failed(f"data on a session {late.at - kp.created:.0f} s old was still delivered")
+    return "nothing sent on, nor accepted on, the session after 180 s"
+
+
+#: The whitepaper's REJECT_AFTER_MESSAGES (wireguard-go uses it); the kernel
+#: (and wgpy) reject from U64_MAX - 8128 - 1, which is REJECT_AFTER_MESSAGES.
+_WHITEPAPER_REJECT: Final = (1 << 64) - (1 << 13) - 1
+
+
+@scenario("message-limit", tunnel=True)
+def message_limit(r: Runner) -> str:
+    """Receive-side message limit: authenticated transport messages with a
+    counter at or above the limit (2^64 - 8130 for the kernel, the
+    whitepaper's 2^64 - 2^13 - 1 for wireguard-go: at or above the larger one
+    here) are not delivered, while one below both limits is.  Reports which
+    of the two limits the target uses (whitepaper 5.4.6, 6.4)."""
+    kp = r.initiate()
+    _need_reply(r, r.ping(kp), "an echo request with a normal counter")
+    for counter in (REJECT_AFTER_MESSAGES, REJECT_AFTER_MESSAGES + 1, (1 << 64) - 1):
+        kp.send_counter = counter
+        e = r.send_echo(kp)
+        if r.wait_for(r.is_reply(e), r.t(1.0)) is not None:
+            raise Failed(f"an echo request with counter 2^64 - {(1 << 64) - counter} was delivered")
+    kp.send_counter = _WHITEPAPER_REJECT - 1
+    _need_reply(r, r.ping(kp), "an echo request with counter 2^64 - 8194 (below every limit)")
+    kp.send_counter = _WHITEPAPER_REJECT
+    e = r.send_echo(kp)
+    which = (
+        "the kernel's limit (2^64 - 8193 delivered)"
+        if r.wait_for(r.is_reply(e), r.t(1.0)) is not None
+        else "the whitepaper's limit (2^64 - 8193 dropped)"
+    )
+    return f"counters from 2^64 - 8130 dropped, 2^64 - 8194 delivered; {which}"
+
+
+@scenario("simultaneous-initiation", tunnel=True)
+def simultaneous_initiation(r: Runner) -> str:
+    """Simultaneous initiation: the moment the target initiates, we send our
+    own initiation and then answer its one.  A peer has one handshake state,
+    so the messages processed last decide which handshake completes; at
+    least one must, data on it must be answered both ways, and the target
+    must then settle (no further handshake for 3 s) (whitepaper 5.4)."""
+    m, how = _target_initiates(r)
+    body, idx, _ = r.initiation_body()
+    r.send(r.add_macs(body), what=f"our initiation (sender {idx:#010x}) crossing the target's")
+    # Two handshakes at once: answer the target's with a record of its own,
+    # keeping ours waiting for its response.
+    mine, r.hs = r.hs, Handshake(r.target_public, r.psk)
+    r.hs.precompute(r.static)
+    theirs = r.accept(m)
+    r.hs = mine
+    resp = r.wait_for(lambda x: x.kind == MESSAGE_RESPONSE and x.receiver == idx, r.t(2.0))
+    ours = r.complete(resp) if resp is not None else None
+    confirmed = r.wait_for(lambda x: x.keypair is theirs, r.t(1.5)) is not None
+    if r.control is not None:
+        r.control.set_keepalive(r.our_public, 0)
+    if ours is None and not confirmed:
+        raise Failed("neither of the two crossing handshakes completed")
+    session = ours if ours is not None else theirs
+    for _ in range(3):
+        _need_reply(r, r.ping(session), "an echo request after the crossing handshakes")
+    more = [x for x in r.collect(r.t(3.0)) if x.kind == MESSAGE_INITIATION]
+    if more:
+        raise Failed(f"the target started {len(more)} more handshakes after one completed")
+    done = [w for w, ok in (("ours", ours is not None), ("its own", confirmed)) if ok]
+    return f"{' and '.join(done)} completed ({how}); data flows; no further handshake"
+
+
+@scenario("key-confirmation", tunnel=True)
+def key_confirmation(r: Runner) -> str:
+    """Key confirmation: as responder, the target sends nothing on a new
+    session before our first message on it arrives; until then its replies
+    go on the previous session, and data it has waiting (with a setup: a
+    persistent keepalive switched on) is not sent on the unconfirmed one
+    (whitepaper 5.4.7: the responder waits for the initiator's first
+    transport message)."""
+    old = r.initiate()
+    _need_reply(r, r.ping(old), "an echo request on the first session")
+    m, _ = r.initiate_raw()
+    new = r.complete(m, confirm=False)
+    reply = _need_reply(
+        r, r.ping(old), "an echo request on the first session after a new handshake"
+    )
+    if reply.keypair is new:
+        raise Failed("the target answered on the new session before we confirmed it")
+    checked = "replies stayed on the old session"
+    if r.control is not None:
+        r.fresh()
+        m, _ = r.initiate_raw()
+        fresh = r.complete(m, confirm=False)
+        r.control.set_keepalive(r.our_public, 1)  # it now has a keepalive to send
+        early = r.wait_for(lambda x: x.keypair is fresh, r.t(2.5))
+        r.control.set_keepalive(r.our_public, 0)
+        if early is not None:
+            raise Failed("with data waiting, the target sent on a session we had not confirmed")
+        r.send(r.seal(fresh, b""), what="keepalive 32 B (key confirmation, late)")
+        if r.wait_for(lambda x: x.keypair is fresh, r.t(3.0)) is None:
+            raise Failed("after our late confirmation the target never used the new session")
+        checked += "; a waiting keepalive went out only after our confirmation"
+    else:
+        r.unchecked("with data waiting at the target (needs a setup mode)")
+    return checked
+
+
+def _uapi_blocks(text: str) -> tuple[dict[str, str], list[dict[str, list[str]]], int | None]:
+    """Parse a get response: device keys, peer blocks (key -> values), errno."""
+    device: dict[str, str] = {}
+    peers: list[dict[str, list[str]]] = []
+    errno = None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "errno":
+            errno = int(value)
+        elif key == "public_key":
+            peers.append({"public_key": [value]})
+        elif peers:
+            peers[-1].setdefault(key, []).append(value)
+        else:
+            device[key] = value
+    return device, peers, errno
+
+
+def _errno(text: str) -> int | None:
+    return _uapi_blocks(text)[2]
+
+
+#: Peers and allowed IPs per peer of the big configuration.
+_BIG_PEERS: Final = 200
+_BIG_IPS: Final = 8
+
+
+@scenario("uapi", control=True)
+def uapi(r: Runner) -> str:
+    """UAPI (with --setup-uapi): last_handshake_time_sec is Unix time;
+    update_only creates nothing; allowed_ip adds and replace_allowed_ips
+    replaces; remove removes; a malformed value gets errno=-22 (EINVAL) and
+    what was configured stays; 200 peers with 1,600 allowed IPs set in one
+    request are read back whole (the cross-platform UAPI, wireguard-go's
+    device/uapi.go)."""
+    ctl = r.control
+    if not isinstance(ctl, UapiControl):
+        raise Skipped("needs --setup-uapi")
+    r.initiate()
+    r.collect(r.t(0.3))
+    _, peers, errno = _uapi_blocks(ctl.raw("get=1\n\n"))
+    if errno != 0:
+        raise Failed(f"get answered errno={errno}")
+    ours = [p for p in peers if p["public_key"] == [r.our_public.hex()]]
+    if not ours:
+        raise Failed("our peer is missing from get")
+    sec = int(ours[0].get("last_handshake_time_sec", ["0"])[0])
+    nsec = int(ours[0].get("last_handshake_time_nsec", ["0"])[0])
+    now = r.wall_ns() / 1e9
+    if abs(sec + nsec / 1e9 - now) > 10 or not 0 <= nsec < 10**9:
+        raise Failed(f"last_handshake_time {sec}.{nsec:09d} is not the Unix time of the handshake")
+    key = public_key(clamp(os.urandom(KEY_LEN))).hex()
+
+    def peer_ips() -> list[str] | None:
+        for p in _uapi_blocks(ctl.raw("get=1\n\n"))[1]:
+            if p["public_key"] == [key]:
+                return sorted(p.get("allowed_ip", []))
+        return None
+
+    def set_(*lines: str) -> int | None:
+        return _errno(ctl.raw("set=1\n" + "".join(f"{x}\n" for x in lines) + "\n"))
+
+    if set_(f"public_key={key}", "update_only=true", "persistent_keepalive_interval=7") != 0:
+        raise Failed("set with update_only on an unknown peer did not answer errno=0")
+    if peer_ips() is not None:
+        raise Failed("update_only created a peer")
+    set_(f"public_key={key}", "allowed_ip=10.200.0.1/32")
+    set_(f"public_key={key}", "allowed_ip=10.200.0.2/32")
+    if peer_ips() != ["10.200.0.1/32", "10.200.0.2/32"]:
+        raise Failed(f"allowed_ip without replace should add: {peer_ips()}")
+    set_(f"public_key={key}", "replace_allowed_ips=true", "allowed_ip=10.200.0.3/32")
+    if peer_ips() != ["10.200.0.3/32"]:
+        raise Failed(f"replace_allowed_ips=true should replace: {peer_ips()}")
+    bad = set_(f"public_key={key}", "persistent_keepalive_interval=lots")
+    if bad != -22:
+        raise Failed(f"a malformed persistent_keepalive_interval got errno={bad}, not -22 (EINVAL)")
+    if peer_ips() != ["10.200.0.3/32"]:
+        raise Failed("a rejected set changed what was configured")
+    set_(f"public_key={key}", "remove=true")
+    if peer_ips() is not None:
+        raise Failed("remove=true left the peer in place")
+    # A big configuration in one request, read back whole.
+    big = [os.urandom(32) for _ in range(_BIG_PEERS)]
+    lines: list[str] = []
+    for n, k in enumerate(big):
+        lines.append(f"public_key={k.hex()}")
+        lines += [f"allowed_ip=10.{201 + n // 250}.{n % 250}.{i}/32" for i in range(_BIG_IPS)]
+    try:
+        if (e := set_(*lines)) != 0:
+            raise Failed(f"a set of {_BIG_PEERS} peers answered errno={e}")
+        _, got, errno = _uapi_blocks(ctl.raw("get=1\n\n"))
+        have = {p["public_key"][0]: len(p.get("allowed_ip", [])) for p in got}
+        missing = [k for k in big if have.get(k.hex()) != _BIG_IPS]
+        if errno != 0 or missing:
+            raise Failed(f"get returned {len(missing)} of {_BIG_PEERS} big-config peers incomplete")
+    finally:
+        set_(*[x for k in big for x in (f"public_key={k.hex()}", "remove=true")])
+    return (
+        "last_handshake_time is Unix time; update_only, replace_allowed_ips, remove and "
+        f"errno=-22 as specified; {_BIG_PEERS} peers x {_BIG_IPS} allowed IPs read back"
+    )
 
 
 # -- load --------------------------------------------------------------------------------------
