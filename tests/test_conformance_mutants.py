@@ -10,6 +10,7 @@ needed.  A scenario added without a mutant fails
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,9 @@ from wgpy.conformance import SCENARIOS
 
 HERE = Path(__file__).resolve().parent
 OUR_IP, TARGET_IP = "10.97.0.1", "10.97.0.2"
+_NAMES = itertools.count(1)
 DEFAULT = [name for name, sc in SCENARIOS.items() if not sc.long]
+LONG = [name for name, sc in SCENARIOS.items() if sc.long]
 
 
 def _free_port() -> int:
@@ -40,7 +44,7 @@ class Target:
 
     def __init__(self, mutation: str, run_dir: str) -> None:
         self.port = _free_port()
-        self.name = f"mut{os.getpid() % 1000}{abs(hash(mutation)) % 10000}"
+        self.name = f"mut{os.getpid() % 1000}x{next(_NAMES)}"
         env = dict(os.environ, WGPY_NT_RUN_DIR=run_dir, PYTHONPATH=str(HERE.parent))
         self.proc = subprocess.Popen(
             [
@@ -79,9 +83,11 @@ def run_dir() -> Iterator[str]:
         yield d
 
 
-def _run(mutation: str, scenarios: list[str], run_dir: str, tmp: Path) -> dict[str, dict[str, str]]:
+def _run(
+    mutation: str, scenarios: list[str], run_dir: str, tmp: Path, *, long: bool = False
+) -> dict[str, dict[str, str]]:
     target = Target(mutation, run_dir)
-    out = tmp / f"{mutation}.json"
+    out = tmp / f"{mutation}-{'-'.join(scenarios) if len(scenarios) < 3 else 'all'}.json"
     try:
         argv = [
             sys.executable,
@@ -128,3 +134,22 @@ def test_scenario_fails_against_its_mutant(scenario: str, run_dir: str, tmp_path
     results = _run(scenario, [scenario], run_dir, tmp_path)
     r = results[scenario]
     assert r["status"] == "FAIL", f"{MUTANTS[scenario][0]}, yet {r['status']}: {r['summary']}"
+
+
+def test_long_scenarios_fail_against_their_mutants_and_pass_unbroken(
+    run_dir: str, tmp_path: Path
+) -> None:
+    """The long scenarios (90-190 s each, mostly waiting) run side by side:
+    each against its mutant and against an unbroken target of its own."""
+    jobs = [(m, s) for s in LONG for m in (s, "none")]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {
+            job: pool.submit(_run, job[0], [job[1]], run_dir, tmp_path, long=True) for job in jobs
+        }
+        results = {job: f.result()[job[1]] for job, f in futures.items()}
+    wrong = {
+        f"{s} vs {m}": (r["status"], r["summary"])
+        for (m, s), r in results.items()
+        if r["status"] != ("PASS" if m == "none" else "FAIL")
+    }
+    assert not wrong
