@@ -198,8 +198,6 @@ def assert_same(
         # Both lookup strategies, whichever the table is using now.
         assert _trie_lookup(f.root, a) is want, addr.hex()
         assert _hash_lookup(f.lens, a) is want, addr.hex()
-        fast = t.lookup_v4(a) if len(addr) == 4 else t.lookup_v6(a)
-        assert fast is want
     for owner in owners:
         assert t.entries(owner) == ref.entries(owner)
         assert t.owner_count(owner) == len(ref.entries(owner))
@@ -958,7 +956,7 @@ def test_randomized_differential_kernel_style() -> None:
                     else _mutated(rng, rng.choice(near[bits]), bits)
                 )
                 want = ref.lookup(a.to_bytes(bits // 8, "big"))
-                assert (t.lookup_v4(a) if bits == 32 else t.lookup_v6(a)) is want
+                assert t.lookup(a.to_bytes(bits // 8, "big")) is want
                 assert _trie_lookup(f.root, a) is want
                 assert _hash_lookup(f.lens, a) is want
 

@@ -11,9 +11,9 @@ from simutil import A4, B4, count_dh, kinds, snapshot
 from wgpy.constants import COOKIE_REPLY_SIZE, UNDER_LOAD_HANDSHAKES
 from wgpy.device import Device, Output
 from wgpy.endpoint import Endpoint
-from wgpy.noise.cookie import CookieChecker, CookieGenerator, mac1_key
+from wgpy.noise.cookie import CookieChecker, CookieGenerator, cookie_key, mac1_key
 from wgpy.noise.messages import MessageCookieReply
-from wgpy.noise.primitives import mac, public_key
+from wgpy.noise.primitives import mac, public_key, xaead_encrypt
 from wgpy.rng import SeededRng
 from wgpy.sim import ipv4_packet, make_pair
 
@@ -64,11 +64,22 @@ def test_cookie_reply_accepted_only_once_and_only_for_our_mac1() -> None:
     a.device.receive([(reply, b.address)], c.now, c.wall_ns)
     assert a.device.stats["cookie_reply_consumed"] == 1
     assert a.device.stats["rx_dropped_cookie_reply"] == 1
-    # A reply bound to some other mac1 is refused.
-    gen = CookieGenerator(os.urandom(32))
-    gen.add_macs(os.urandom(116), 0.0)
-    forged = MessageCookieReply(1, os.urandom(24), os.urandom(32))
-    assert not gen.consume_reply(forged, 0.0)
+    # The binding itself: replies sealed with the right key (the responder's
+    # cookie key), one with another mac1 as associated data, one with ours.
+    responder = public_key(os.urandom(32))
+    gen = CookieGenerator(responder)
+    msg = gen.add_macs(os.urandom(116), 0.0)
+    our_mac1 = msg[116:132]
+
+    def reply(ad: bytes) -> MessageCookieReply:
+        nonce = os.urandom(24)
+        return MessageCookieReply(
+            1, nonce, xaead_encrypt(cookie_key(responder), nonce, b"C" * 16, ad)
+        )
+
+    assert not gen.consume_reply(reply(bytes(a ^ 1 for a in our_mac1)), 0.0)  # other mac1
+    assert gen.consume_reply(reply(our_mac1), 0.0)  # right key, our mac1
+    assert gen.add_macs(os.urandom(116), 1.0)[-16:] != bytes(16)  # the cookie is used
 
 
 def test_cookie_reply_from_elsewhere_does_not_move_endpoint() -> None:

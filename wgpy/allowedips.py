@@ -452,37 +452,7 @@ class AllowedIPs(Generic[T]):
             raise ValueError(f"address must be 4 or 16 bytes, got {n}")
         a = int.from_bytes(addr, "big")
         lens = f.fast
-        if lens is not None:
-            for shift, table in lens:
-                owner = table.get(a >> shift)
-                if owner is not None:
-                    return owner
-            return None
-        return _trie_lookup(f.root, a)
-
-    def lookup_v4(self, addr: int) -> T | None:
-        """Fast path: ``addr`` is the IPv4 address as a 32-bit int (not
-        range-checked)."""
-        lens = self._v4.fast
-        if lens is not None:
-            for shift, table in lens:
-                owner = table.get(addr >> shift)
-                if owner is not None:
-                    return owner
-            return None
-        return _trie_lookup(self._v4.root, addr)
-
-    def lookup_v6(self, addr: int) -> T | None:
-        """Fast path: ``addr`` is the IPv6 address as a 128-bit int (not
-        range-checked)."""
-        lens = self._v6.fast
-        if lens is not None:
-            for shift, table in lens:
-                owner = table.get(addr >> shift)
-                if owner is not None:
-                    return owner
-            return None
-        return _trie_lookup(self._v6.root, addr)
+        return _hash_lookup(lens, a) if lens is not None else _trie_lookup(f.root, a)
 
     # -- inspection -----------------------------------------------------------
 

@@ -146,11 +146,6 @@ class CookieGenerator:
             return with_mac1 + mac(bytes(self._cookie), with_mac1)
         return with_mac1 + _ZERO_MAC
 
-    @property
-    def has_fresh_cookie(self) -> bool:
-        """Whether a cookie is stored (freshness is checked when used)."""
-        return self._cookie_birth is not None
-
     def consume_reply(self, reply: MessageCookieReply, now: float) -> bool:
         """Store the cookie from ``reply``; False if it is not bound to our last mac1."""
         if self._last_mac1 is None:
