@@ -497,3 +497,17 @@ def test_device_down_drops_everything_and_erases() -> None:
     a.device.set_up(True, c.now, c.wall_ns)
     ping(net, a, b"up-again")
     assert b.delivered[-1] == ipv4_packet(A4, B4, b"up-again")
+
+
+def test_counters_are_named_and_a_misspelt_one_raises() -> None:
+    from wgpy.device import EventKind, Stat
+
+    net, a, b = make_pair()
+    junk = b"\x01\0\0\0" + os.urandom(144)  # an initiation with a wrong mac1
+    b.device.receive([(junk, a.address)], net.clock.now, net.clock.wall_ns)
+    assert b.device.stats[Stat.RX_DROPPED_MAC1] == b.device.stats["rx_dropped_mac1"] == 1
+    assert b.device.stats[Stat.RX_DROPPED_REPLAY] == 0  # a known name not yet counted
+    with pytest.raises(KeyError, match="no such counter"):
+        b.device.stats["rx_droped_mac1"]
+    out = a.device.send([ipv4_packet(A4, B4, b"x")], net.clock.now, net.clock.wall_ns)
+    assert [e.kind for e in out.events] == [EventKind.INITIATION_SENT]

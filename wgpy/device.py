@@ -29,6 +29,8 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
 
 from wgpy.allowedips import AllowedIPs
 from wgpy.constants import (
@@ -86,7 +88,7 @@ from wgpy.ratelimiter import RateLimiter
 from wgpy.rng import Rng, SystemRng, random_fraction, random_u32
 from wgpy.timers import TimerAction
 
-__all__ = ["Device", "Event", "Output"]
+__all__ = ["Device", "Event", "EventKind", "Output", "Stat", "Stats"]
 
 log = logging.getLogger("wgpy.device")
 
@@ -94,11 +96,94 @@ _unpack_transport = TRANSPORT_HEADER.unpack_from
 _unpack_type = struct.Struct("<I").unpack_from
 
 
+class Stat(StrEnum):
+    """The names of :attr:`Device.stats` counters: each drop has its reason."""
+
+    #: a cookie reply to our handshake message was stored
+    COOKIE_REPLY_CONSUMED = "cookie_reply_consumed"
+    #: we answered a handshake message with a cookie reply (under load)
+    COOKIE_REPLY_SENT = "cookie_reply_sent"
+    #: an initiation was not sent: the peer key gives an all-zero DH
+    HANDSHAKE_REFUSED_LOW_ORDER = "handshake_refused_low_order"
+    #: transport that did not authenticate
+    RX_DROPPED_AUTH = "rx_dropped_auth"
+    #: a cookie reply not bound to our last mac1, or a repeat
+    RX_DROPPED_COOKIE_REPLY = "rx_dropped_cookie_reply"
+    #: anything while the interface is down or has no key
+    RX_DROPPED_DOWN = "rx_dropped_down"
+    #: transport on an expired keypair or past REJECT_AFTER_MESSAGES
+    RX_DROPPED_EXPIRED = "rx_dropped_expired"
+    #: a datagram that is no WireGuard message
+    RX_DROPPED_FRAMING = "rx_dropped_framing"
+    #: a valid-mac1 handshake message beyond the budget
+    RX_DROPPED_HANDSHAKE_OVERLOAD = "rx_dropped_handshake_overload"
+    #: an initiation that did not authenticate, replayed or flooded
+    RX_DROPPED_INITIATION = "rx_dropped_initiation"
+    #: a datagram whose handling raised (a bug; logged)
+    RX_DROPPED_INTERNAL_ERROR = "rx_dropped_internal_error"
+    #: decrypted plaintext that is no IP packet
+    RX_DROPPED_INVALID_PACKET = "rx_dropped_invalid_packet"
+    #: a handshake message with a wrong mac1
+    RX_DROPPED_MAC1 = "rx_dropped_mac1"
+    #: a handshake message over the per-source limit under load
+    RX_DROPPED_RATELIMITED = "rx_dropped_ratelimited"
+    #: a transport counter already seen or behind the window
+    RX_DROPPED_REPLAY = "rx_dropped_replay"
+    #: a response that did not authenticate or was unexpected
+    RX_DROPPED_RESPONSE = "rx_dropped_response"
+    #: an inner source address that is not the peer's
+    RX_DROPPED_SOURCE_FILTER = "rx_dropped_source_filter"
+    #: a receiver index of no session
+    RX_DROPPED_UNKNOWN_INDEX = "rx_dropped_unknown_index"
+    #: an authenticated keepalive
+    RX_KEEPALIVE = "rx_keepalive"
+    #: a packet to send while the interface is down
+    TX_DROPPED_DOWN = "tx_dropped_down"
+    #: staged packets dropped when a handshake attempt was abandoned
+    TX_DROPPED_GAVE_UP = "tx_dropped_gave_up"
+    #: a packet from the TUN that is no IP packet
+    TX_DROPPED_INVALID = "tx_dropped_invalid"
+    #: a packet for a peer without an endpoint
+    TX_DROPPED_NO_ENDPOINT = "tx_dropped_no_endpoint"
+    #: a packet whose destination no peer allows
+    TX_DROPPED_NO_ROUTE = "tx_dropped_no_route"
+    #: a packet that did not fit the staging queue
+    TX_DROPPED_STAGED_FULL = "tx_dropped_staged_full"
+
+
+class Stats(Counter[str]):
+    """The device's counters.  Reading a name that is not a :class:`Stat`
+    raises KeyError instead of reading 0, so a misspelt counter is noticed."""
+
+    def __missing__(self, key: str) -> int:
+        if key in _STAT_NAMES:
+            return 0
+        raise KeyError(f"no such counter: {key!r} (see wgpy.device.Stat)")
+
+
+_STAT_NAMES: Final = frozenset(s.value for s in Stat)
+
+
+class EventKind(StrEnum):
+    """What an :class:`Event` reports."""
+
+    #: a session was derived
+    HANDSHAKE_COMPLETE = "handshake_complete"
+    #: REKEY_ATTEMPT_TIME passed without an answer
+    HANDSHAKE_GAVE_UP = "handshake_gave_up"
+    #: a peer's initiation was accepted
+    INITIATION_CONSUMED = "initiation_consumed"
+    #: we sent an initiation
+    INITIATION_SENT = "initiation_sent"
+    #: a peer's keys were zeroed (3 x REJECT_AFTER_TIME idle)
+    KEYS_ERASED = "keys_erased"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something worth logging: ``kind`` names it, ``peer`` is a public key."""
 
-    kind: str
+    kind: EventKind
     peer: bytes
 
 
@@ -133,7 +218,7 @@ class Device:
         self.rng: Rng = rng if rng is not None else SystemRng()
         self.mtu = mtu
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
-        self.stats: Counter[str] = Counter()
+        self.stats: Stats = Stats()
         #: Debug switch: treat every handshake as arriving under load, so the
         #: cookie path can be exercised on demand (``WGPY_FORCE_UNDER_LOAD``).
         self.force_under_load = False
@@ -357,7 +442,7 @@ class Device:
             out = Output()
         stats = self.stats
         if not self._up or self._static is None:
-            stats["tx_dropped_down"] += sum(1 for _ in packets)
+            stats[Stat.TX_DROPPED_DOWN] += sum(1 for _ in packets)
             return out
         routes = self._route_table()
         per_peer: dict[Peer, list[bytes]] = {}
@@ -369,13 +454,13 @@ class Device:
             elif version == 6 and n >= 40:
                 dst = bytes(pkt[24:40])
             else:
-                stats["tx_dropped_invalid"] += 1
+                stats[Stat.TX_DROPPED_INVALID] += 1
                 continue
             peer = routes.get(dst, False)
             if peer is False:
                 peer = self._lookup(dst)
             if peer is None:
-                stats["tx_dropped_no_route"] += 1
+                stats[Stat.TX_DROPPED_NO_ROUTE] += 1
                 continue
             assert isinstance(peer, Peer)
             batch = per_peer.get(peer)
@@ -399,7 +484,7 @@ class Device:
         if out is None:
             out = Output()
         if not self._up or self._static is None:
-            self.stats["rx_dropped_down"] += sum(1 for _ in datagrams)
+            self.stats[Stat.RX_DROPPED_DOWN] += sum(1 for _ in datagrams)
             return out
         stats = self.stats
         index = self._index
@@ -426,20 +511,20 @@ class Device:
                 _, receiver, counter = _unpack_transport(data)
                 entry = index.get(receiver)
                 if entry is None or (kp := entry[1]) is None:
-                    stats["rx_dropped_unknown_index"] += 1
+                    stats[Stat.RX_DROPPED_UNKNOWN_INDEX] += 1
                     continue
                 if kp is not last_kp:
                     last_kp, last_kp_live = kp, not kp.expired(now)
                 if not last_kp_live or counter >= REJECT_AFTER_MESSAGES:
-                    stats["rx_dropped_expired"] += 1
+                    stats[Stat.RX_DROPPED_EXPIRED] += 1
                     continue
                 plain = kp.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
                 if plain is None:
-                    stats["rx_dropped_auth"] += 1
+                    stats[Stat.RX_DROPPED_AUTH] += 1
                     continue
                 # Only now, after authentication, may the counter touch the window.
                 if not kp.replay.validate(counter):
-                    stats["rx_dropped_replay"] += 1
+                    stats[Stat.RX_DROPPED_REPLAY] += 1
                     continue
                 peer = entry[0]
                 # Roaming: the endpoint follows authenticated packets, even
@@ -451,7 +536,7 @@ class Device:
                 m = len(plain)
                 if m == 0:
                     peer.rx_bytes += n
-                    stats["rx_keepalive"] += 1
+                    stats[Stat.RX_KEEPALIVE] += 1
                     continue
                 sent_data[peer] = None
                 version = plain[0] >> 4
@@ -464,22 +549,22 @@ class Device:
                     length = 40 + ((plain[4] << 8) | plain[5])
                     src = plain[8:24]
                 else:
-                    stats["rx_dropped_invalid_packet"] += 1
+                    stats[Stat.RX_DROPPED_INVALID_PACKET] += 1
                     continue
                 if length > m:
-                    stats["rx_dropped_invalid_packet"] += 1
+                    stats[Stat.RX_DROPPED_INVALID_PACKET] += 1
                     continue
                 # Cryptokey routing: the inner source must belong to this peer.
                 routed = routes.get(src, False)
                 if routed is False:
                     routed = self._lookup(src)
                 if routed is not peer:
-                    stats["rx_dropped_source_filter"] += 1
+                    stats[Stat.RX_DROPPED_SOURCE_FILTER] += 1
                     continue
                 peer.rx_bytes += n
                 packets_out.append(plain if length == m else plain[:length])
             except Exception:  # a bug must never stop the engine on remote input
-                stats["rx_dropped_internal_error"] += 1
+                stats[Stat.RX_DROPPED_INTERNAL_ERROR] += 1
                 log.exception("internal error while processing a datagram")
         for peer, source in heard.items():
             if peer.removed:
@@ -525,13 +610,13 @@ class Device:
         else:
             kind = 0
         if not self._up or self._static is None:
-            self.stats["rx_dropped_down"] += 1
+            self.stats[Stat.RX_DROPPED_DOWN] += 1
             return False
         if not kind or _unpack_type(data)[0] != kind:
             return True  # not a handshake message: receive() judges it
         if self._cookie_checker.check_mac1(data, offset):
             return True
-        self.stats["rx_dropped_mac1"] += 1
+        self.stats[Stat.RX_DROPPED_MAC1] += 1
         return False
 
     def _receive_other(
@@ -546,20 +631,20 @@ class Device:
             # junk from a sender without our public key cannot make genuine
             # handshakes need cookies or crowd them out of the budget.
             if not self._cookie_checker.check_mac1(data, offset):
-                self.stats["rx_dropped_mac1"] += 1
+                self.stats[Stat.RX_DROPPED_MAC1] += 1
                 return None
             if not self._handshake_budget(now):
                 # Shed load before any DH or cookie work, as the kernel drops
                 # handshakes when its queue is full: a flood must not starve
                 # the data path sharing this loop.
-                self.stats["rx_dropped_handshake_overload"] += 1
+                self.stats[Stat.RX_DROPPED_HANDSHAKE_OVERLOAD] += 1
                 return None
             under_load = self._handshake_arrived(now)
             return self._receive_handshake(kind, data, source, under_load, now, wall_ns, out)
         if kind == MESSAGE_COOKIE_REPLY:
             self._receive_cookie_reply(data, now)
         else:
-            self.stats["rx_dropped_framing"] += 1
+            self.stats[Stat.RX_DROPPED_FRAMING] += 1
         return None
 
     def _confirm(
@@ -628,7 +713,7 @@ class Device:
     def _emit(self, peer: Peer, datagram: bytes, out: Output) -> bool:
         ep = peer.endpoint
         if ep is None:
-            self.stats["tx_dropped_no_endpoint"] += 1
+            self.stats[Stat.TX_DROPPED_NO_ENDPOINT] += 1
             return False
         out.datagrams.append((ep, datagram))
         peer.tx_bytes += len(datagram)
@@ -651,7 +736,7 @@ class Device:
                 staged = peer.staged
                 overflow = len(staged) + len(fresh) - MAX_STAGED_PACKETS
                 if overflow > 0:
-                    self.stats["tx_dropped_staged_full"] += overflow
+                    self.stats[Stat.TX_DROPPED_STAGED_FULL] += overflow
                 staged.extend(fresh)
             if not peer.staged_count:
                 return
@@ -667,7 +752,7 @@ class Device:
         assert kp is not None
         ep = peer.endpoint
         if ep is None:
-            self.stats["tx_dropped_no_endpoint"] += len(pending)
+            self.stats[Stat.TX_DROPPED_NO_ENDPOINT] += len(pending)
             return
         msgs = kp.seal_batch(pending, self.mtu)
         sent = len(msgs)
@@ -715,7 +800,7 @@ class Device:
             static, peer.handshake, index, ephemeral, peer.stamper.stamp(wall_ns)
         )
         if body is None:
-            self.stats["handshake_refused_low_order"] += 1
+            self.stats[Stat.HANDSHAKE_REFUSED_LOW_ORDER] += 1
             return
         self._log_keys(peer, ephemeral)
         self._index[index] = (peer, None)
@@ -726,7 +811,7 @@ class Device:
         timers.any_authenticated_packet_sent(now)
         self._emit(peer, msg, out)
         timers.handshake_initiated(now)
-        out.events.append(Event("initiation_sent", peer.public_key))
+        out.events.append(Event(EventKind.INITIATION_SENT, peer.public_key))
 
     def _log_keys(self, peer: Peer, ephemeral: bytes) -> None:
         """Hand the keys of a handshake we just made to the key-log sink."""
@@ -834,10 +919,10 @@ class Device:
                 out.datagrams.append(
                     (source, checker.create_reply(data, mac1_offset, sender, source, now))
                 )
-                stats["cookie_reply_sent"] += 1
+                stats[Stat.COOKIE_REPLY_SENT] += 1
                 return None
             if not self._ratelimiter.allow(source.ip_bytes(), now):
-                stats["rx_dropped_ratelimited"] += 1
+                stats[Stat.RX_DROPPED_RATELIMITED] += 1
                 return None
         if kind == MESSAGE_INITIATION:
             return self._consume_initiation(data, source, now, wall_ns, out)
@@ -855,7 +940,7 @@ class Device:
         msg = MessageInitiation.parse(data)
         hs = consume_initiation(static, self._responder_hash, msg, self._find_handshake, now)
         if hs is None:
-            self.stats["rx_dropped_initiation"] += 1
+            self.stats[Stat.RX_DROPPED_INITIATION] += 1
             return None
         peer = self._peers[hs.remote_static]
         # Our own pending initiation (if any) was superseded: free its index.
@@ -865,7 +950,7 @@ class Device:
         peer.timers.any_authenticated_packet_received(now)
         peer.timers.any_authenticated_packet_traversal(now)
         self._send_response(peer, now, wall_ns, out)
-        out.events.append(Event("initiation_consumed", peer.public_key))
+        out.events.append(Event(EventKind.INITIATION_CONSUMED, peer.public_key))
         return peer
 
     def _consume_response(
@@ -876,7 +961,7 @@ class Device:
         msg = MessageResponse.parse(data)
         entry = self._index.get(msg.receiver)
         if entry is None or entry[1] is not None:
-            self.stats["rx_dropped_unknown_index"] += 1
+            self.stats[Stat.RX_DROPPED_UNKNOWN_INDEX] += 1
             return None
         peer = entry[0]
         hs = peer.handshake
@@ -885,7 +970,7 @@ class Device:
             or hs.local_index != msg.receiver
             or not consume_response(static, hs, msg)
         ):
-            self.stats["rx_dropped_response"] += 1
+            self.stats[Stat.RX_DROPPED_RESPONSE] += 1
             return None
         keys = derive_transport_keys(hs)
         if keys is None:  # pragma: no cover - consume_response guarantees state
@@ -907,19 +992,19 @@ class Device:
         msg = MessageCookieReply.parse(data)
         entry = self._index.get(msg.receiver)
         if entry is None:
-            self.stats["rx_dropped_unknown_index"] += 1
+            self.stats[Stat.RX_DROPPED_UNKNOWN_INDEX] += 1
             return
         # Cookie replies never move the endpoint nor touch the timers.
         if entry[0].cookie.consume_reply(msg, now):
-            self.stats["cookie_reply_consumed"] += 1
+            self.stats[Stat.COOKIE_REPLY_CONSUMED] += 1
         else:
-            self.stats["rx_dropped_cookie_reply"] += 1
+            self.stats[Stat.RX_DROPPED_COOKIE_REPLY] += 1
 
     def _handshake_complete(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
         peer.timers.handshake_complete(now)
         peer.sent_lastminute_handshake = False
         peer.last_handshake_ns = wall_ns
-        out.events.append(Event("handshake_complete", peer.public_key))
+        out.events.append(Event(EventKind.HANDSHAKE_COMPLETE, peer.public_key))
 
     # ------------------------------------------------------------------
     # Timers
@@ -960,11 +1045,11 @@ class Device:
         elif action is TimerAction.PERSISTENT_KEEPALIVE:
             self._send_keepalive(peer, now, wall_ns, out)
         elif action is TimerAction.GIVE_UP:
-            self.stats["tx_dropped_gave_up"] += peer.clear_staged()
-            out.events.append(Event("handshake_gave_up", peer.public_key))
+            self.stats[Stat.TX_DROPPED_GAVE_UP] += peer.clear_staged()
+            out.events.append(Event(EventKind.HANDSHAKE_GAVE_UP, peer.public_key))
         elif action is TimerAction.ZERO_KEY_MATERIAL:
             self._zero_peer(peer)
-            out.events.append(Event("keys_erased", peer.public_key))
+            out.events.append(Event(EventKind.KEYS_ERASED, peer.public_key))
 
     @staticmethod
     def _forget_local_source(peer: Peer) -> None:

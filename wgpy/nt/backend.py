@@ -45,7 +45,7 @@ from wgpy.constants import (
     UAPI_SOCKET_DIRECTORY,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from wgpy.device import Event
+from wgpy.device import Event, EventKind
 from wgpy.nt.abi import AdapterLogState, LoggerLevel, filetime_from_unix_ns
 from wgpy.nt.registry import AdapterRecord, Registry, fold_name, process_start_time
 from wgpy.runtime.interface import Interface
@@ -613,25 +613,25 @@ class LocalAdapter:
             where = str(peer.endpoint)
         number = self._peer_id(event.peer)
         kind = event.kind
-        if kind == "initiation_sent":
+        if kind is EventKind.INITIATION_SENT:
             self.adapter_log(
                 LoggerLevel.INFO, f"Sending handshake initiation to peer {number} ({where})"
             )
-        elif kind == "initiation_consumed":
+        elif kind is EventKind.INITIATION_CONSUMED:
             self.adapter_log(
                 LoggerLevel.INFO, f"Receiving handshake initiation from peer {number} ({where})"
             )
-        elif kind == "handshake_complete":
+        elif kind is EventKind.HANDSHAKE_COMPLETE:
             self.adapter_log(
                 LoggerLevel.INFO, f"Keypair {next(_keypair_numbers)} created for peer {number}"
             )
-        elif kind == "handshake_gave_up":
+        elif kind is EventKind.HANDSHAKE_GAVE_UP:
             self.adapter_log(
                 LoggerLevel.INFO,
                 f"Handshake for peer {number} ({where}) did not complete after "
                 f"{MAX_TIMER_HANDSHAKES + 2} attempts, giving up",
             )
-        elif kind == "keys_erased":
+        elif kind is EventKind.KEYS_ERASED:
             self.adapter_log(
                 LoggerLevel.INFO,
                 f"Zeroing out all keys for peer {number} ({where}), since we haven't "

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
-from wgpy.device import Device, Event, Output
+from wgpy.device import Device, Event, EventKind, Output
 from wgpy.net.udp import UdpBind
 from wgpy.rng import Rng, SeededRng
 from wgpy.runtime.keylog import KeylogFile
@@ -426,7 +426,7 @@ class Interface:
             self.on_event(event)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: peer %s: %s", self.name, short_key(event.peer), event.kind)
-        elif event.kind in ("handshake_gave_up", "keys_erased"):
+        elif event.kind in (EventKind.HANDSHAKE_GAVE_UP, EventKind.KEYS_ERASED):
             log.info("%s: peer %s: %s", self.name, short_key(event.peer), event.kind)
 
     def _poll_link(self, now: float, wall: int) -> None:
