@@ -1123,7 +1123,7 @@ def test_stalled_set_is_dropped_and_does_not_block_others(
     import socket as _socket
     import time as _time
 
-    import wgpy.uapi as uapi_module
+    import wgpy.uapi.server as uapi_module
 
     monkeypatch.setattr(uapi_module, "UAPI_SET_IDLE_TIMEOUT", 0.5)
     _b, server, client = served

@@ -373,6 +373,23 @@ class Device:
         for key in list(self._peers):
             self.remove_peer(key)
 
+    def add_allowed_ip(self, peer: Peer, addr: bytes, cidr: int) -> None:
+        """Route ``addr/cidr`` to ``peer`` (taking it from any other peer).
+        Re-adding a prefix puts it last in the peer's list, as the kernel and
+        wireguard-go do.  ValueError for a malformed prefix."""
+        self.allowed_ips.insert(addr, cidr, peer)
+
+    def remove_allowed_ip(self, peer: Peer, addr: bytes, cidr: int) -> bool:
+        """Stop routing ``addr/cidr`` to ``peer``; False (and nothing changed)
+        unless ``peer`` owns exactly that prefix."""
+        return bool(self.allowed_ips.remove(addr, cidr, peer))
+
+    def replace_allowed_ips(self, peer: Peer, networks: Iterable[str] = ()) -> None:
+        """Drop all of ``peer``'s prefixes, then add ``networks`` (CIDR text)."""
+        self.allowed_ips.remove_by_owner(peer)
+        for net in networks:
+            self.allowed_ips.insert_network(net, peer)
+
     def set_preshared_key(self, peer: Peer, preshared_key: bytes | None) -> None:
         """Set or (None/all-zero) clear a peer's preshared key."""
         if preshared_key is not None and len(preshared_key) != KEY_LEN:

@@ -40,17 +40,9 @@ from typing import Any
 
 from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE, UAPI_MAX_LINE
 from wgpy.tun.wintun import WintunLibrary, WintunTun
-from wgpy.uapi import (
-    _OP_LINE_MAX,
-    UapiBackend,
-    UapiClient,
-    UapiError,
-    _errno_line,
-    _LineReader,
-    _LineTooLong,
-    uapi_get,
-    uapi_set,
-)
+from wgpy.uapi import UapiBackend, UapiClient, UapiError, uapi_get, uapi_set
+from wgpy.uapi.protocol import _OP_LINE_MAX, _errno_line
+from wgpy.uapi.server import _LineReader, _LineTooLong
 
 __all__ = [
     "PIPE_PREFIX",
