@@ -673,7 +673,7 @@ def test_up_down_with_wgpy_daemon_pings_a_wireguard_go_peer(
     netns_factory: Callable[..., str], wggo_wrapper: Wrapper, tmp_path: Path
 ) -> None:
     # wgpy's own daemon must import: an ImportError here is a wgpy bug.
-    import wgpy.runtime.daemon
+    import wgpy.daemon
 
     a, b = netns_factory("clia"), netns_factory("clib")
     nsh.veth_pair(a, b, addrs_a=["10.252.0.1/24"], addrs_b=["10.252.0.2/24"])
@@ -717,7 +717,7 @@ AllowedIPs = 10.93.0.1/32
     )
     up_b = wgpy("up", str(conf_b), ns=b, env={"WGPY_USERSPACE_CMD": str(wggo_wrapper.path)})
     assert up_b.returncode == 0, up_b.stderr.decode()
-    up_a = wgpy("up", str(conf_a), ns=a)  # the default daemon: python -m wgpy.runtime.daemon
+    up_a = wgpy("up", str(conf_a), ns=a)  # the default daemon: python -m wgpy.daemon
     try:
         assert up_a.returncode == 0, up_a.stderr.decode()
         assert marks.read_text() == f"pre-up {name_a}\npost-up {name_a}\n"

@@ -38,7 +38,7 @@ from kernel_peer import (
 # name -> command prefix; the interface name is appended.
 IMPLEMENTATIONS: dict[str, tuple[str, ...]] = {
     "wireguard-go": ("wireguard-go", "-f"),
-    "wgpy": (sys.executable, "-m", "wgpy.runtime.daemon", "-f"),
+    "wgpy": (sys.executable, "-m", "wgpy.daemon", "-f"),
 }
 
 # Addresses inside the tunnel (the TAP link itself is 10.201.0.0/24).

@@ -253,7 +253,7 @@ def daemon_pid(node: Any) -> int:
     pid: int = node.proc.pid
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         cmdline = fh.read()
-    assert b"wgpy.runtime.daemon" in cmdline or NT_HOST.name.encode() in cmdline, cmdline
+    assert b"wgpy.daemon" in cmdline or NT_HOST.name.encode() in cmdline, cmdline
     return pid
 
 

@@ -12,7 +12,7 @@ Subcommands::
     wgpy demo [...]                 a guided end-to-end demonstration
 
 ``up`` follows ``wg-quick(8)`` for Linux, except that the interface is always
-created by the userspace daemon (``python -m wgpy.runtime.daemon NAME``, or
+created by the userspace daemon (``python -m wgpy.daemon NAME``, or
 the command in ``WGPY_USERSPACE_CMD``).  It runs PreUp, starts the daemon,
 configures it over UAPI (what ``wg setconf`` would send), adds addresses,
 sets the MTU (given, or wg-quick's estimate), brings the link up, sets DNS
@@ -375,12 +375,12 @@ def _userspace_cmd() -> list[str]:
     text = os.environ.get("WGPY_USERSPACE_CMD")
     if text:
         return shlex.split(text)
-    return [sys.executable, "-m", "wgpy.runtime.daemon"]
+    return [sys.executable, "-m", "wgpy.daemon"]
 
 
 def start_userspace(name: str, log: Log | None = _log_stderr) -> None:
     """Start the userspace daemon for ``name`` and wait until its UAPI socket
-    answers.  The daemon command is ``python -m wgpy.runtime.daemon`` or
+    answers.  The daemon command is ``python -m wgpy.daemon`` or
     ``WGPY_USERSPACE_CMD`` (split like a shell word list), plus the name;
     it must daemonize itself, as ``wireguard-go NAME`` does."""
     argv = [*_userspace_cmd(), name]
@@ -857,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(argv: list[str]) -> int:
     # userspace/demo/conformance own their whole argument list.
     if argv and argv[0] == "userspace":
-        from wgpy.runtime import daemon
+        from wgpy import daemon
 
         return int(daemon.main(argv[1:]))
     if argv and argv[0] == "demo":

@@ -31,7 +31,7 @@ SOCKET_DIR = "/var/run/wireguard"
 
 
 def _wgpy_argv(ifname: str) -> list[str]:
-    return [sys.executable, "-m", "wgpy.runtime.daemon", "-f", ifname]
+    return [sys.executable, "-m", "wgpy.daemon", "-f", ifname]
 
 
 def _wggo_argv(ifname: str) -> list[str]:

@@ -8,8 +8,13 @@ timers do) and the wall clock.  Configuration from other threads (the UAPI
 server, the wireguard.h layer) goes through :attr:`Interface.lock`, which
 the loop holds while it processes a batch.
 
-This and :mod:`wgpy.runtime.daemon` are the only modules with threads,
-sockets and clocks.
+The I/O shell is this package (here: the event-loop thread and the clocks;
+:mod:`~wgpy.runtime.keylog`: the key-log file), :mod:`wgpy.net` (UDP
+sockets, network namespaces) and :mod:`wgpy.tun` (TUN devices).  The front
+doors that serve requests hold threads and sockets of their own:
+:mod:`wgpy.uapi.server` (a thread per connection), :mod:`wgpy.daemon` (the
+process and its signals) and :mod:`wgpy.nt` (adapters).  The core
+(:mod:`wgpy.device` and below) has none.
 """
 
 from __future__ import annotations
