@@ -20,6 +20,7 @@ processes signalled are wireguard-go instances whose PIDs we recorded.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import secrets
@@ -455,7 +456,7 @@ AllowedIPs = fd81::/48, ::/0
 """
     conf = write_conf(tmp_path, name, text)
     code = (
-        "import sys; from wgpy.cli import apply_config; from wgpy.config import load\n"
+        "import sys; from wgpy.quick import apply_config; from wgpy.config import load\n"
         "apply_config(sys.argv[1], load(sys.argv[2]))\n"
     )
     proc = nsh.python_in_ns(ns, code, name, str(conf), check=False, timeout=60)
@@ -499,7 +500,7 @@ AllowedIPs = fd81::/48, ::/0
 
     # teardown removes rules, nftables tables and the link; wireguard-go exits.
     code_down = (
-        "import sys; from wgpy.cli import teardown; from wgpy.config import load\n"
+        "import sys; from wgpy.quick import teardown; from wgpy.config import load\n"
         "teardown(sys.argv[1], load(sys.argv[2]))\n"
     )
     proc = nsh.python_in_ns(ns, code_down, name, str(conf), check=False, timeout=60)
@@ -529,7 +530,7 @@ def test_apply_config_table_off_and_numbered(
             f"[Peer]\nPublicKey = {peer}\nAllowedIPs = 10.82.0.0/16, 0.0.0.0/0\n",
         )
         code = (
-            "import sys; from wgpy.cli import apply_config; from wgpy.config import load\n"
+            "import sys; from wgpy.quick import apply_config; from wgpy.config import load\n"
             "apply_config(sys.argv[1], load(sys.argv[2]), log=None)\n"
         )
         proc = nsh.python_in_ns(ns, code, name, str(conf), check=False, timeout=60)
@@ -672,8 +673,9 @@ PersistentKeepalive = 15
 def test_up_down_with_wgpy_daemon_pings_a_wireguard_go_peer(
     netns_factory: Callable[..., str], wggo_wrapper: Wrapper, tmp_path: Path
 ) -> None:
-    # wgpy's own daemon must import: an ImportError here is a wgpy bug.
-    import wgpy.daemon
+    # wgpy's own daemon must import: an ImportError here is a wgpy bug (not
+    # ``import wgpy.daemon``: that would shadow this module's wgpy() helper).
+    importlib.import_module("wgpy.daemon")
 
     a, b = netns_factory("clia"), netns_factory("clib")
     nsh.veth_pair(a, b, addrs_a=["10.252.0.1/24"], addrs_b=["10.252.0.2/24"])
@@ -863,7 +865,7 @@ def test_dns_without_resolvconf_warns(
     priv, _ = keypair()
     conf = write_conf(tmp_path, name, f"[Interface]\nPrivateKey = {priv}\nDNS = 10.0.0.53, lan\n")
     code = (
-        "import sys; from wgpy.cli import apply_config; from wgpy.config import load\n"
+        "import sys; from wgpy.quick import apply_config; from wgpy.config import load\n"
         "apply_config(sys.argv[1], load(sys.argv[2]), log=None)\n"
     )
     proc = nsh.python_in_ns(ns, code, name, str(conf), check=False, timeout=60)

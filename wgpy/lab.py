@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from wgpy.constants import UAPI_SOCKET_DIRECTORY
 from wgpy.noise.primitives import clamp, public_key
 
 __all__ = ["IMPLEMENTATIONS", "Lab", "LabError", "Node", "PeerDump"]
 
-SOCKET_DIR = "/var/run/wireguard"
+SOCKET_DIR = UAPI_SOCKET_DIRECTORY
 
 
 def _wgpy_argv(ifname: str) -> list[str]:
