@@ -442,9 +442,7 @@ def test_keyless_junk_does_not_delay_a_genuine_handshake(bed: FloodBed) -> None:
     # during the flood each complete within 1 s (ping -W 1 covers handshake
     # and echo) and G sees no cookie reply.
     lab = bed.lab
-    capture = lab.popen(
-        bed.ns_g, "tcpdump", "-i", "veth0", "-n", "-l", "udp", "and", "udp[8] = 3"
-    )
+    capture = lab.popen(bed.ns_g, "tcpdump", "-i", "veth0", "-n", "-l", "udp", "and", "udp[8] = 3")
     try:
         deadline = time.monotonic() + 10
         while "listening on" not in lab.output(capture) and time.monotonic() < deadline:

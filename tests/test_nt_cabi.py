@@ -31,6 +31,7 @@ from wgpy.nt.abi import (
     INTERFACE_SIZE,
     NET_LUID,
     PEER_SIZE,
+    WIREGUARD_FUNCTIONS,
     AdapterLogState,
     AdapterState,
     AllowedIPConfig,
@@ -55,19 +56,7 @@ EXPORTS = {
     "WgpyReleaseReceivePacket",
     "WgpyAllocateSendPacket",
     "WgpySendPacket",
-    # wireguard.h
-    "WireGuardCreateAdapter",
-    "WireGuardOpenAdapter",
-    "WireGuardCloseAdapter",
-    "WireGuardGetAdapterLUID",
-    "WireGuardGetAdapterState",
-    "WireGuardGetConfiguration",
-    "WireGuardGetRunningDriverVersion",
-    "WireGuardDeleteDriver",
-    "WireGuardSetAdapterLogging",
-    "WireGuardSetAdapterState",
-    "WireGuardSetConfiguration",
-    "WireGuardSetLogger",
+    *WIREGUARD_FUNCTIONS,  # wireguard.h
     "WireGuardGetLastError",
 }
 

@@ -865,9 +865,7 @@ class Device:
 
     def _install_keypair(self, peer: Peer, keys: SessionKeys, now: float) -> Keypair:
         """Turn handshake output into a session; its index now maps to it."""
-        kp = Keypair(
-            keys.send_key, keys.recv_key, keys.initiator, keys.local_index, keys.remote_index, now
-        )
+        kp = Keypair.from_handshake(keys, now)
         self._index[keys.local_index] = (peer, kp)
         for old in peer.keypairs.install(kp):
             self._drop_keypair(old)

@@ -744,14 +744,7 @@ class Runner:
         keys = derive_transport_keys(self.hs)
         if keys is None:  # pragma: no cover - consume_response guarantees the state
             raise Failed("handshake state lost")
-        kp = Keypair(
-            keys.send_key,
-            keys.recv_key,
-            True,
-            keys.local_index,
-            keys.remote_index,
-            self.now(),
-        )
+        kp = Keypair.from_handshake(keys, self.now())
         self.sessions[kp.local_index] = kp
         self.current = kp
         self.last_accepted_stamp = self._stamps.get(kp.local_index)
@@ -795,14 +788,7 @@ class Runner:
         keys = derive_transport_keys(hs)
         if keys is None:  # pragma: no cover
             raise Failed("handshake state lost")
-        kp = Keypair(
-            keys.send_key,
-            keys.recv_key,
-            False,
-            keys.local_index,
-            keys.remote_index,
-            self.now(),
-        )
+        kp = Keypair.from_handshake(keys, self.now())
         self.sessions[kp.local_index] = kp
         self.send(resp, m.via, f"response {len(resp)} B (sender {idx:#010x})")
         return kp

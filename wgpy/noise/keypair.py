@@ -15,7 +15,7 @@ decrypts packets that were in flight during the rotation.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -30,6 +30,9 @@ from wgpy.constants import (
 from wgpy.noise.messages import TRANSPORT_HEADER
 from wgpy.noise.primitives import AEAD_NONCE
 from wgpy.replay import ReplayWindow
+
+if TYPE_CHECKING:
+    from wgpy.noise.handshake import SessionKeys
 
 __all__ = ["Keypair", "Keypairs", "padding_for"]
 
@@ -64,6 +67,18 @@ class Keypair:
         "send_counter",
         "send_key",
     )
+
+    @classmethod
+    def from_handshake(cls, keys: SessionKeys, created: float) -> Keypair:
+        """The session a finished handshake yields (its keys and indices)."""
+        return cls(
+            keys.send_key,
+            keys.recv_key,
+            keys.initiator,
+            keys.local_index,
+            keys.remote_index,
+            created,
+        )
 
     def __init__(
         self,

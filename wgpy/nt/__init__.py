@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wgpy.nt.abi import *  # noqa: F403
+from wgpy.nt.abi import WIREGUARD_FUNCTIONS
 from wgpy.nt.abi import __all__ as _abi_all
 from wgpy.nt.errors import GetLastError, SetLastError, WireGuardError
 
@@ -43,20 +44,7 @@ if TYPE_CHECKING:
         WireGuardSetLogger,
     )
 
-_FUNCTIONS = (
-    "WireGuardCreateAdapter",
-    "WireGuardOpenAdapter",
-    "WireGuardCloseAdapter",
-    "WireGuardGetAdapterLUID",
-    "WireGuardGetRunningDriverVersion",
-    "WireGuardDeleteDriver",
-    "WireGuardSetLogger",
-    "WireGuardSetAdapterLogging",
-    "WireGuardSetAdapterState",
-    "WireGuardGetAdapterState",
-    "WireGuardSetConfiguration",
-    "WireGuardGetConfiguration",
-)
+_FUNCTIONS = WIREGUARD_FUNCTIONS
 _LAZY = {
     "Adapter": "wgpy.nt.adapter",
     "AdapterHandle": "wgpy.nt.api",

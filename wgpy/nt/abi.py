@@ -51,6 +51,7 @@ __all__ = [
     "SOCKADDR_IN6",
     "SOCKADDR_INET",
     "WIREGUARD_ALLOWED_IP",
+    "WIREGUARD_FUNCTIONS",
     "WIREGUARD_INTERFACE",
     "WIREGUARD_KEY_LENGTH",
     "WIREGUARD_PEER",
@@ -75,6 +76,23 @@ __all__ = [
     "parse_configuration",
     "split_driver_version",
 ]
+
+#: The twelve functions of wireguard.h, in the header's order: the one list
+#: the Python API, the C library and the DLL binding are checked against.
+WIREGUARD_FUNCTIONS: Final = (
+    "WireGuardCreateAdapter",
+    "WireGuardOpenAdapter",
+    "WireGuardCloseAdapter",
+    "WireGuardDeleteDriver",
+    "WireGuardGetAdapterLUID",
+    "WireGuardGetRunningDriverVersion",
+    "WireGuardSetLogger",
+    "WireGuardSetAdapterLogging",
+    "WireGuardSetAdapterState",
+    "WireGuardGetAdapterState",
+    "WireGuardSetConfiguration",
+    "WireGuardGetConfiguration",
+)
 
 # ---------------------------------------------------------------------------
 # Constants
