@@ -46,6 +46,8 @@ SCENARIOS = [
     "reserved-bytes",
     "low-order",
     "roaming",
+    "message-limit",
+    "retransmit-jitter",
 ]
 
 #: What boringtun itself does, in both wheels (docs/conformance.md).
@@ -62,14 +64,23 @@ BORINGTUN_FAIL = {
     "padding-mtu": "padded to",  # session.rs: "TODO: spec requires padding"
     "initiation-rate": "no per-peer flood limit",
     "low-order": "low-order ephemeral were answered",
+    "message-limit": "was delivered",  # session.rs: no REJECT_AFTER_MESSAGES on receive
 }
 #: What each wrapper adds.
 WRAPPER_FAIL = {
     # mitmproxy_rs sets the peer's endpoint before the packet authenticates.
-    "mitmproxy": {"roaming": "moved the target's endpoint"},
+    "mitmproxy": {
+        "roaming": "moved the target's endpoint",
+        "retransmit-jitter": "never sent a handshake initiation",
+    },
     # wireguard-requests' socket is connected to the runner's main address:
     # the roaming socket's datagrams never reach boringtun.
-    "wireguard-requests": {"roaming": "no echo reply to the echo sent from the second socket"},
+    # boringtun's own timers retry without jitter (timers.rs); only this
+    # wrapper runs them, mitmproxy_rs never initiates at all.
+    "wireguard-requests": {
+        "roaming": "no echo reply to the echo sent from the second socket",
+        "retransmit-jitter": "no jitter",
+    },
 }
 
 

@@ -637,9 +637,9 @@ def low_order(r: Runner) -> str:
 
 
 #: Copies of a forgery sent right behind an authenticated echo request.
-_HIJACK_BURST: Final = 16
+_HIJACK_BURST: Final = 32
 #: How often each forgery races an echo reply (the race is not certain).
-_HIJACK_TRIES: Final = 4
+_HIJACK_TRIES: Final = 12
 
 
 def _forgeries(r: Runner, kp: Keypair, replay: bytes) -> list[tuple[str, bytes]]:
