@@ -363,7 +363,7 @@ def test_wgpy_configured_by_hand_without_setup_mode(lab: Lab, tmp_path: Path) ->
     ns_r, node = _target(lab, "wgpy")
     ours, psk = clamp(os.urandom(32)), os.urandom(32)
     node.add_peer(public_key(ours), allowed_ips=[f"{IN_R}/32"], psk=psk)
-    names = ["handshake-responder", "handshake-psk", "roaming", "keepalive-persistent"]
+    names = ["handshake-responder", "handshake-psk", "roaming", "keepalive-persistent", "low-order"]
     args = [
         *("--target-public-key", node.public_b64, "--listen", OUT_R),
         *("--our-private-key", lab.key_file(ours), "--psk", lab.key_file(psk)),
@@ -376,11 +376,17 @@ def test_wgpy_configured_by_hand_without_setup_mode(lab: Lab, tmp_path: Path) ->
         "handshake-psk": "PASS",
         "roaming": "PASS",
         "keepalive-persistent": "SKIP",
+        # The low-order peer keys need a setup mode: a pass with that check
+        # named as not made, not a PASS.
+        "low-order": "PARTIAL",
     }, _explain(data, set(names))
     assert rc == 0
     by_name = {r["name"]: r for r in data["results"]}
     assert "new-handshake timer" in by_name["handshake-responder"]["summary"]
     assert data["runner"]["psk"] is True and data["target"]["control"] is None
+    assert by_name["low-order"]["unchecked"] == [
+        "peers configured with low-order keys (needs a setup mode)"
+    ]
 
 
 @root

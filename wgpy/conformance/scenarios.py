@@ -310,6 +310,8 @@ def handshake_responder(r: Runner) -> str:
     if r.tunnel_ready:
         _need_reply(r, r.ping(kp), "an echo request on the session the target initiated")
         extra = "; echo answered on it"
+    else:
+        r.unchecked("data on the session (needs the tunnel IPs)")
     return f"target initiated ({how}); session confirmed{extra}; {_describe_stamp(r)}"
 
 
@@ -326,6 +328,8 @@ def handshake_psk(r: Runner) -> str:
     kp = r.initiate()
     if r.tunnel_ready:
         _need_reply(r, r.ping(kp), "an echo request on the PSK session")
+    else:
+        r.unchecked("data on the PSK session (needs the tunnel IPs)")
     done.append("initiator")
     if r.control is not None:
         m, _ = _target_initiates(r, psk=psk)
@@ -451,6 +455,8 @@ def replay_initiation(r: Runner) -> str:
     if r.tunnel_ready:
         _need_reply(r, r.ping(kp), "an echo request on the session after the replay")
         extra = "; session still carries data"
+    else:
+        r.unchecked("that the session still carries data (needs the tunnel IPs)")
     return "replayed initiation ignored" + extra
 
 
@@ -537,6 +543,8 @@ def garbage(r: Runner) -> str:
     if r.tunnel_ready:
         _need_reply(r, r.ping(), "an echo request after the garbage")
         extra = ", and data flows"
+    else:
+        r.unchecked("that data still flows (needs the tunnel IPs)")
     return f"{len(samples)} malformed + {n} random datagrams ignored; handshake still works{extra}"
 
 
@@ -567,6 +575,8 @@ def reserved_bytes(r: Runner) -> str:
         r.send(bytes(msg), what=f"the same echo request seq {e.seq} with zero reserved bytes")
         _need_reply(r, r.wait_for(r.is_reply(e), r.t(3.0)), "the corrected transport message")
         extra = " (initiation and transport)"
+    else:
+        r.unchecked("transport messages with reserved bytes (needs the tunnel IPs)")
     return "non-zero reserved bytes dropped" + extra
 
 
@@ -610,7 +620,8 @@ def low_order(r: Runner) -> str:
     r.sleep(0.05)
     r.initiate()
     if r.control is None:
-        return "low-order ephemerals ignored (peer keys not checked: no setup mode)"
+        r.unchecked("peers configured with low-order keys (needs a setup mode)")
+        return "low-order ephemerals ignored"
     aux = r.local_endpoint("aux")
     refused = 0
     try:
@@ -1245,6 +1256,8 @@ def cookie_under_load(r: Runner) -> str:
         raise Failed("no answer to initiations carrying a valid mac2 in three attempts")
     if r.tunnel_ready:
         _need_reply(r, r.ping(kp), "an echo request on the session made with mac2")
+    else:
+        r.unchecked("data on the session made with mac2 (needs the tunnel IPs)")
     r.drain(1.5, 30.0)  # let the target leave the under-load state
     how = "mac2 accepted under load" if confirmed else "load not confirmed at completion"
     return f"cookie reply after a flood of {floods[-1]}; handshake completed ({how})"
