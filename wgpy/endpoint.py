@@ -5,7 +5,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "host_port_text"]
+
+
+def host_port_text(host: str, port: int) -> str:
+    """``a.b.c.d:port`` or ``[v6(%zone)]:port``: the one text form of an
+    endpoint (UAPI's, wg's and the conformance reports')."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Endpoint:
@@ -129,9 +135,7 @@ class Endpoint:
         return self._hash
 
     def __str__(self) -> str:
-        if self.family == socket.AF_INET6:
-            return f"[{self.ip}]:{self.port}"
-        return f"{self.ip}:{self.port}"
+        return host_port_text(self.ip, self.port)
 
     def __repr__(self) -> str:
         return f"Endpoint({str(self)!r})"

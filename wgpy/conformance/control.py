@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from wgpy.endpoint import host_port_text
 from wgpy.noise.primitives import public_key
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "PeerSpec",
     "TargetControl",
     "UapiControl",
-    "endpoint_text",
 ]
 
 
@@ -299,10 +299,5 @@ class NtControl:
     def peer_endpoint(self, public_key: bytes) -> str | None:
         for peer in self._get().peers:
             if bytes(peer.public_key) == public_key:
-                return endpoint_text(*peer.endpoint) if peer.endpoint else None
+                return host_port_text(*peer.endpoint) if peer.endpoint else None
         return None
-
-
-def endpoint_text(host: str, port: int) -> str:
-    """``IP:PORT`` with brackets around an IPv6 address (UAPI's form)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

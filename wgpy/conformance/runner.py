@@ -39,6 +39,7 @@ from wgpy.constants import (
     MESSAGE_TRANSPORT,
     TRANSPORT_HEADER_SIZE,
 )
+from wgpy.endpoint import Endpoint, host_port_text
 from wgpy.inet import Echo, Udp, echo_overhead, echo_packet, parse_echo, parse_udp, udp_packet
 from wgpy.keylog import keylog_block
 from wgpy.noise.cookie import CookieGenerator, mac1_key
@@ -65,7 +66,7 @@ from wgpy.noise.primitives import StaticKey, clamp, mac
 from wgpy.noise.tai64n import Tai64nStamper
 from wgpy.pcapng import write_pcapng
 
-from .control import ControlError, PeerSpec, TargetControl, endpoint_text
+from .control import ControlError, PeerSpec, TargetControl
 
 __all__ = [
     "Clock",
@@ -215,13 +216,12 @@ def _default_socket(family: int) -> socket.socket:
 
 
 def _parse_endpoint(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"endpoint must be IP:PORT or [IPv6]:PORT, not {text!r}")
-    return str(ipaddress.ip_address(host)), int(port)
+    """``IP:PORT`` or ``[IPv6]:PORT`` (numeric, as UAPI) as ``(ip, port)``."""
+    try:
+        ep = Endpoint.parse(text)
+    except ValueError:
+        raise ValueError(f"endpoint must be IP:PORT or [IPv6]:PORT, not {text!r}") from None
+    return ep.ip, ep.port
 
 
 def _parse_listen(text: str | None) -> tuple[str, int]:
@@ -426,7 +426,7 @@ class Runner:
         host = str(s.getsockname()[0])
         if ipaddress.ip_address(host).is_unspecified:
             host = self._local_ip()
-        return endpoint_text(host, int(s.getsockname()[1]))
+        return host_port_text(host, int(s.getsockname()[1]))
 
     # -- time ----------------------------------------------------------------------
 
@@ -493,7 +493,7 @@ class Runner:
                 what += " DUPLICATE COUNTER"
         else:
             what = f"unparseable datagram {n} B (first bytes {m.data[:4].hex()})"
-        src = endpoint_text(*m.source)
+        src = host_port_text(*m.source)
         if m.source != self.target_addr:
             src += " (not the target's endpoint)"
         return f"<- {what} from {src} to {m.via}"

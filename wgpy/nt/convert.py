@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import socket
 
+from wgpy.endpoint import host_port_text
 from wgpy.noise.primitives import public_key as derive_public_key
 from wgpy.nt.abi import (
     AllowedIPConfig,
@@ -41,16 +42,10 @@ from wgpy.nt.abi import (
 )
 from wgpy.uapi import UapiConfig
 
-__all__ = ["config_from_uapi", "config_to_uapi_lines", "endpoint_text", "parse_endpoint_text"]
+__all__ = ["config_from_uapi", "config_to_uapi_lines", "parse_endpoint_text"]
 
 #: What GetConfiguration always reports for a peer.
 _PEER_GET_FLAGS = PeerFlag.HAS_PUBLIC_KEY | PeerFlag.HAS_PERSISTENT_KEEPALIVE
-
-
-def endpoint_text(endpoint: tuple[str, int]) -> str:
-    """``a.b.c.d:port`` or ``[v6%scope]:port`` for a ``(host, port)`` pair."""
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_endpoint_text(text: str) -> tuple[str, int] | None:
@@ -108,7 +103,7 @@ def config_to_uapi_lines(config: InterfaceConfig) -> list[str]:
         if peer.flags & PeerFlag.HAS_PRESHARED_KEY:
             put("preshared_key=" + bytes(peer.preshared_key).hex())
         if peer.flags & PeerFlag.HAS_ENDPOINT and peer.endpoint is not None:
-            put("endpoint=" + endpoint_text(peer.endpoint))
+            put("endpoint=" + host_port_text(*peer.endpoint))
         if peer.flags & PeerFlag.REPLACE_ALLOWED_IPS:
             put("replace_allowed_ips=true")
         lines.extend(_allowed_ip_line(allowed) for allowed in peer.allowed_ips)
