@@ -16,13 +16,16 @@ a pure-Python path (``int.from_bytes(...) % 0xFFFF``) gives the same results.
 Neither trusts the input: malformed data raises :class:`OffloadError` and
 nothing else.
 
-Coalescing verifies checksums (``verify=True``, the default).  WireGuard's
-AEAD only proves that the packet left the peer unchanged; the TCP/UDP
-checksum covers the path from the original sender (maybe a host behind the
-peer) to here.  A merged super-packet is handed over as CHECKSUM_PARTIAL, so
-the kernel would never check it again: merging a packet with a bad checksum
-would turn a drop (and an InCsumErrors count) into accepted corrupt data.
-Packets that fail verification are written alone and the kernel judges them.
+Checksums and coalescing: a merged super-packet is handed over as
+CHECKSUM_PARTIAL, so the kernel never checks it again.  :func:`coalesce` can
+verify each packet's TCP/UDP checksum first (``verify=True``, its default as
+a library function); a packet that fails is then written alone and the
+kernel judges it.  wgpy's TUN does not ask for it
+(:data:`wgpy.constants.TUN_GRO_VERIFY_CHECKSUMS` is False): every packet it
+writes was authenticated end to end by Poly1305, and the kernel's WireGuard
+marks decrypted packets CHECKSUM_UNNECESSARY for the same reason, so a bad
+checksum could only come from the authenticated peer itself (or a host
+behind it, whose packets the peer forwarded as they were).
 """
 
 from __future__ import annotations
