@@ -228,6 +228,11 @@ def test_garbage_of_every_length_and_type_is_silent(monkeypatch: pytest.MonkeyPa
     attacker = Endpoint("198.51.100.7", 4444)
     before = snapshot(b.device)
     c = net.clock
+
+    def dropped() -> int:
+        return sum(n for k, n in b.device.stats.items() if k.startswith("rx_dropped_"))
+
+    drops_before, sent = dropped(), 0
     with count_dh(monkeypatch) as dh_calls:
         for length in range(0, 2001):
             payload = rnd.randbytes(length)
@@ -237,8 +242,11 @@ def test_garbage_of_every_length_and_type_is_silent(monkeypatch: pytest.MonkeyPa
                     candidates.append(bytes([t, 0, 0, 0]) + payload[4:])
             out = b.device.receive([(p, attacker) for p in candidates], c.now, c.wall_ns)
             assert out.datagrams == [] and out.packets == []
+            sent += len(candidates)
         assert dh_calls == []
     assert snapshot(b.device) == before
+    # Every datagram was dropped for a named reason, none by an internal error.
+    assert dropped() - drops_before == sent
     assert b.device.stats["rx_dropped_internal_error"] == 0
     # The session still works afterwards.
     ping(net, a, b"alive")
@@ -264,6 +272,7 @@ def test_bad_mac1_costs_no_dh(monkeypatch: pytest.MonkeyPatch) -> None:
     with count_dh(monkeypatch) as dh_calls:
         assert other.receive([(initiation, src)], c.now, c.wall_ns).datagrams == []
         assert dh_calls == []
+    assert other.stats["rx_dropped_mac1"] == 1
 
 
 # -- roaming -------------------------------------------------------------------
@@ -493,6 +502,7 @@ def test_device_down_drops_everything_and_erases() -> None:
     a.device.set_up(False, c.now, c.wall_ns)
     assert kp is not None and kp.erased
     assert a.device.send([ipv4_packet(A4, B4)], c.now, c.wall_ns).datagrams == []
+    assert a.device.stats["tx_dropped_down"] == 1
     c.advance(1)  # B accepts at most one initiation per peer every 20 ms
     a.device.set_up(True, c.now, c.wall_ns)
     ping(net, a, b"up-again")
