@@ -104,17 +104,20 @@ WGPY_EXPORT DWORD WireGuardGetLastError(VOID) { return wgpy_last_error; }
 
 /* ---- memory the caller passed ------------------------------------------------ */
 
-/* Copy n bytes from src without faulting on a bad address (0 if unreadable). */
-static int wgpy_safe_read(void *dst, const void *src, size_t n)
+/* Copy n bytes without faulting on a bad address: the caller's side (src
+ * when reading, dst when writing) goes through process_vm_readv/writev, which
+ * fail with EFAULT instead of crashing.  0 if that side is not accessible. */
+static int wgpy_safe_copy(void *dst, const void *src, size_t n, int writing)
 {
 #if defined(__linux__)
     char *d = (char *)dst;
     const char *s = (const char *)src;
     while (n) {
         size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        struct iovec local = {d, chunk};
-        struct iovec remote = {(void *)s, chunk};
-        ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+        struct iovec to = {d, chunk};
+        struct iovec from = {(void *)s, chunk};
+        ssize_t got = writing ? process_vm_writev(getpid(), &from, 1, &to, 1, 0)
+                              : process_vm_readv(getpid(), &to, 1, &from, 1, 0);
         if (got < 0 && (errno == ENOSYS || errno == EPERM)) {
             memcpy(d, s, n); /* syscall filtered out (e.g. seccomp): plain copy */
             return 1;
@@ -127,37 +130,22 @@ static int wgpy_safe_read(void *dst, const void *src, size_t n)
     }
     return 1;
 #else
+    (void)writing;
     memcpy(dst, src, n);
     return 1;
 #endif
 }
 
-/* Copy n bytes to dst without faulting on a bad address (0 if unwritable). */
+/* Copy n bytes from src (the caller's memory); 0 if unreadable. */
+static int wgpy_safe_read(void *dst, const void *src, size_t n)
+{
+    return wgpy_safe_copy(dst, src, n, 0);
+}
+
+/* Copy n bytes to dst (the caller's memory); 0 if unwritable. */
 static int wgpy_safe_write(void *dst, const void *src, size_t n)
 {
-#if defined(__linux__)
-    char *d = (char *)dst;
-    const char *s = (const char *)src;
-    while (n) {
-        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        struct iovec local = {(void *)s, chunk};
-        struct iovec remote = {d, chunk};
-        ssize_t got = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
-        if (got < 0 && (errno == ENOSYS || errno == EPERM)) {
-            memcpy(d, s, n);
-            return 1;
-        }
-        if (got <= 0)
-            return 0;
-        d += got;
-        s += got;
-        n -= (size_t)got;
-    }
-    return 1;
-#else
-    memcpy(dst, src, n);
-    return 1;
-#endif
+    return wgpy_safe_copy(dst, src, n, 1);
 }
 
 /* Copy a NUL-terminated UTF-16 string of at most WGPY_NAME_UNITS units; *len is
