@@ -76,13 +76,13 @@ class HandshakeLoop:
         init = self.a.send([_PACKET], now, wall).datagrams
         if len(init) != 1:
             raise RuntimeError(f"A sent {len(init)} datagrams instead of one initiation")
-        resp = self.b.receive([(init[0][1], _EP_A)], now, wall).datagrams
+        resp = self.b.receive([(init[0][0], _EP_A)], now, wall).datagrams
         if len(resp) != 1:
             raise RuntimeError("B did not answer the initiation")
-        confirm = self.a.receive([(resp[0][1], _EP_B)], now, wall)
+        confirm = self.a.receive([(resp[0][0], _EP_B)], now, wall)
         if not confirm.datagrams or not any(e.kind == "handshake_complete" for e in confirm.events):
             raise RuntimeError("A did not complete the handshake")
-        done = self.b.receive([(confirm.datagrams[0][1], _EP_A)], now, wall)
+        done = self.b.receive([(confirm.datagrams[0][0], _EP_A)], now, wall)
         if done.packets != [_PACKET]:
             raise RuntimeError("B did not receive the confirming packet")
         self.completed += 1

@@ -145,7 +145,7 @@ def _answer_garbage() -> None:
         self: Device, data: bytes, source: Any, now: float, wall_ns: int, out: Any
     ) -> Any:
         if message_type(data) == 0 and len(data) >= 4 and data[0] not in (1, 2, 3, 4):
-            out.datagrams.append((source, bytes(data)))  # echoes unknown types
+            out.datagrams.append((bytes(data), source))  # echoes unknown types
         return real(self, data, source, now, wall_ns, out)
 
     _patch(Device, "_receive_other", receive_other)

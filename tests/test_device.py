@@ -334,7 +334,7 @@ def test_routing_picks_longest_prefix_peer() -> None:
     p1 = dev.add_peer(k1, endpoint=Endpoint("192.0.2.10", 1), allowed_ips=["10.0.0.0/8"])
     p2 = dev.add_peer(k2, endpoint=Endpoint("192.0.2.11", 1), allowed_ips=["10.1.0.0/16"])
     out = dev.send([ipv4_packet(A4, "10.1.2.3"), ipv4_packet(A4, "10.2.2.3")], 0.0, 0)
-    assert [ep for ep, _ in out.datagrams] == [p2.endpoint, p1.endpoint]
+    assert [ep for _, ep in out.datagrams] == [p2.endpoint, p1.endpoint]
     # Moving a prefix to the other peer takes effect immediately (cache invalidated).
     dev.allowed_ips.insert_network("10.1.0.0/16", p1)
     assert dev._route_table().get(bytes([10, 1, 2, 3])) is None

@@ -31,14 +31,14 @@ def test_under_load_valid_mac1_gets_one_cookie_reply_and_no_state(
     with count_dh(monkeypatch) as dh_calls:
         out = b.device.receive([(initiation, src)], c.now, c.wall_ns)
         assert dh_calls == []
-    assert [(ep, len(d), d[0]) for ep, d in out.datagrams] == [(src, COOKIE_REPLY_SIZE, 3)]
-    reply = MessageCookieReply.parse(out.datagrams[0][1])
+    assert [(ep, len(d), d[0]) for d, ep in out.datagrams] == [(src, COOKIE_REPLY_SIZE, 3)]
+    reply = MessageCookieReply.parse(out.datagrams[0][0])
     assert reply.receiver == int.from_bytes(initiation[4:8], "little")
     assert snapshot(b.device) == before
     # The same packet when not under load gets a response.
     b.device.force_under_load = False
     out = b.device.receive([(initiation, src)], c.now, c.wall_ns)
-    assert [d[0] for _, d in out.datagrams] == [2]
+    assert [d[0] for d, _ in out.datagrams] == [2]
 
 
 def test_cookie_round_trip_completes_under_load() -> None:
@@ -89,7 +89,7 @@ def test_cookie_reply_from_elsewhere_does_not_move_endpoint() -> None:
     ((src, _, initiation),) = net.in_flight
     net.in_flight = []
     c = net.clock
-    reply = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][1]
+    reply = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][0]
     pa = a.device.peers[0]
     a.device.receive([(reply, Endpoint("198.51.100.1", 9))], c.now, c.wall_ns)
     assert a.device.stats["cookie_reply_consumed"] == 1  # accepted (it is authentic)...
@@ -178,9 +178,9 @@ def test_junk_without_a_valid_mac1_costs_genuine_handshakes_nothing() -> None:
         pa.last_sent_handshake = None  # A initiates afresh every step
         out = Output()
         a.device._send_initiation(pa, False, c.now, c.wall_ns, out)
-        ((_, init),) = out.datagrams
+        ((init, _),) = out.datagrams
         got = dev.receive([*junk[:1250], (init, a.address), *junk[1250:]], c.now, c.wall_ns)
-        kinds_out = [d[0] for _, d in got.datagrams]
+        kinds_out = [d[0] for d, _ in got.datagrams]
         assert 3 not in kinds_out, f"a cookie reply at step {step}"
         responses += kinds_out.count(2)
         c.advance(0.05)
@@ -211,14 +211,14 @@ def test_rate_limiter_under_load_caps_valid_mac2_handshakes_per_source() -> None
     now, wall = 10.0, 10**18
     batch = []
     for dev in initiators:
-        first = dev.send([ipv4_packet("10.1.0.1", "10.0.0.1")], now, wall).datagrams[0][1]
-        cookie = responder.receive([(first, shared)], now, wall).datagrams[0][1]
+        first = dev.send([ipv4_packet("10.1.0.1", "10.0.0.1")], now, wall).datagrams[0][0]
+        cookie = responder.receive([(first, shared)], now, wall).datagrams[0][0]
         dev.receive([(cookie, Endpoint("192.0.2.200", 51820))], now, wall)
         dev.peers[0].last_sent_handshake = None
         retry = dev.send([ipv4_packet("10.1.0.1", "10.0.0.1")], now + 1, wall + 10**9)
-        batch.append((retry.datagrams[0][1], shared))
+        batch.append((retry.datagrams[0][0], shared))
     out = responder.receive(batch, now + 1, wall + 10**9)
-    responses = [d for _, d in out.datagrams if d[0] == 2]
+    responses = [d for d, _ in out.datagrams if d[0] == 2]
     assert len(responses) == 5  # burst of 5, then 20/s
     assert responder.stats["rx_dropped_ratelimited"] == 5
 

@@ -201,7 +201,7 @@ def test_persistent_keepalive_on_schedule_and_immediately_when_enabled() -> None
     pa = a.device.peers[0]
     c = net.clock
     out = a.device.set_persistent_keepalive(pa, 25, c.now, c.wall_ns)
-    assert [len(d) for _, d in out.datagrams] == [32]  # one at once
+    assert [len(d) for d, _ in out.datagrams] == [32]  # one at once
     net.collect(a, out)
     net.run()
     start = net.clock.now
@@ -214,7 +214,7 @@ def test_persistent_keepalive_brings_the_tunnel_up() -> None:
     net, a, b = make_pair()
     c = net.clock
     out = a.device.set_persistent_keepalive(a.device.peers[0], 5, c.now, c.wall_ns)
-    assert [d[0] for _, d in out.datagrams] == [1]
+    assert [d[0] for d, _ in out.datagrams] == [1]
     net.collect(a, out)
     net.run()
     assert b.device.peers[0].keypairs.current is not None  # confirmed by the keepalive

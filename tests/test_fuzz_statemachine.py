@@ -551,7 +551,7 @@ def test_keepalive_set_while_down_then_timers_return() -> None:
         expire_later()
     # Nothing is sent while down, and bringing the link up starts the tunnel.
     out = dev.set_up(True, now + 3.0, wall)
-    assert [len(d) for _, d in out.datagrams] == [148]
+    assert [len(d) for d, _ in out.datagrams] == [148]
 
 
 # ---------------------------------------------------------------------------
@@ -571,7 +571,7 @@ def test_response_with_bad_mac1_costs_no_dh_and_gets_no_reply(
     ((src, dst, initiation),) = net.in_flight
     net.in_flight = []
     c = net.clock
-    response = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][1]
+    response = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][0]
     with count_dh(monkeypatch) as dh_calls:
         for bit in range(128):
             bad = bytearray(response)
@@ -583,7 +583,7 @@ def test_response_with_bad_mac1_costs_no_dh_and_gets_no_reply(
     # The pending handshake is intact: the genuine response still completes it.
     out = a.device.receive([(response, dst)], c.now, c.wall_ns)
     assert a.device.peers[0].keypairs.current is not None
-    assert [d[0] for _, d in out.datagrams] == [4]
+    assert [d[0] for d, _ in out.datagrams] == [4]
 
 
 def test_endpoint_roams_on_authenticated_initiation_and_response() -> None:

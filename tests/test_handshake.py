@@ -131,7 +131,7 @@ def test_device_ignores_forged_responses_then_completes() -> None:
     ((src, dst, initiation),) = net.in_flight
     net.in_flight = []
     c = net.clock
-    response = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][1]
+    response = b.device.receive([(initiation, src)], c.now, c.wall_ns).datagrams[0][0]
     assert b.device.public_key is not None and a.device.public_key is not None
     key = mac1_key(a.device.public_key)
 
@@ -149,7 +149,7 @@ def test_device_ignores_forged_responses_then_completes() -> None:
     pa = a.device.peers[0]
     assert pa.handshake.state == HandshakeState.CREATED_INITIATION
     out = a.device.receive([(response, dst)], c.now, c.wall_ns)
-    assert pa.keypairs.current is not None and [d[0] for _, d in out.datagrams] == [4]
+    assert pa.keypairs.current is not None and [d[0] for d, _ in out.datagrams] == [4]
 
 
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=range(len(LOW_ORDER_POINTS)))
@@ -216,6 +216,6 @@ def test_initiation_from_unknown_static_key_gets_no_reply() -> None:
     stranger.add_peer(b.device.public_key, endpoint=b.address, allowed_ips=["10.0.0.0/8"])
     out = stranger.send([ipv4_packet(A4, B4)], 0.0, WALL)
     c = net.clock
-    assert b.device.receive([(out.datagrams[0][1], a.address)], c.now, c.wall_ns).datagrams == []
+    assert b.device.receive([(out.datagrams[0][0], a.address)], c.now, c.wall_ns).datagrams == []
     assert b.device.stats["rx_dropped_initiation"] == 1
     assert kinds(b.sent) == []

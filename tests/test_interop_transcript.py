@@ -38,7 +38,7 @@ def test_replay_wireguard_go_capture(path: Path) -> None:
     assert initiation[0] == 1 and len(initiation) == 148
     now, wall = 100.0, t["captured_wall_ns"]
     out = dev.receive([(initiation, GO_EP)], now, wall)
-    assert [d for _, d in out.datagrams] == [wgpy_msgs[0]]  # the response, byte for byte
+    assert [d for d, _ in out.datagrams] == [wgpy_msgs[0]]  # the response, byte for byte
     # wireguard-go's transport packets (its ping) decrypt with our session.
     delivered = []
     for data in go_msgs[1:]:
@@ -60,4 +60,4 @@ def test_replay_wireguard_go_capture(path: Path) -> None:
     length = int.from_bytes(plain[2:4], "big")
     kp.send_counter = counter
     again = dev.send([plain[:length]], now, wall).datagrams
-    assert [d for _, d in again] == [reply]
+    assert [d for d, _ in again] == [reply]

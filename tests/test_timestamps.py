@@ -52,7 +52,7 @@ def test_a_restarted_hub_is_accepted_by_every_peer_after_ten_minutes_of_retries(
 
     def collect(out: Output, wall: int) -> None:
         nonlocal sent
-        for ep, datagram in out.datagrams:
+        for datagram, ep in out.datagrams:
             if datagram[0] == MESSAGE_INITIATION:
                 last_initiation[by_endpoint[ep]] = (datagram, wall)
                 sent += 1
@@ -75,7 +75,7 @@ def test_a_restarted_hub_is_accepted_by_every_peer_after_ten_minutes_of_retries(
         hub_peer = dev.add_peer(public_key(hub_key), endpoint=HUB_ENDPOINT)
         datagram, wall = last_initiation[i]
         out = dev.receive([(datagram, HUB_ENDPOINT)], now, _wall(now))
-        assert [d[0] for _, d in out.datagrams] == [MESSAGE_RESPONSE], (i, dev.stats)
+        assert [d[0] for d, _ in out.datagrams] == [MESSAGE_RESPONSE], (i, dev.stats)
         stamp = int.from_bytes(hub_peer.handshake.latest_timestamp, "big")
         ahead.append(stamp - int.from_bytes(tai64n(wall), "big"))
         peers.append(dev)
@@ -88,7 +88,7 @@ def test_a_restarted_hub_is_accepted_by_every_peer_after_ten_minutes_of_retries(
     accepted = 0
     for i, peer in enumerate(restarted.peers):
         out = restarted.set_persistent_keepalive(peer, KEEPALIVE, now, _wall(now))
-        (init,) = [d for _, d in out.datagrams if d[0] == MESSAGE_INITIATION]
+        (init,) = [d for d, _ in out.datagrams if d[0] == MESSAGE_INITIATION]
         answer = peers[i].receive([(init, HUB_ENDPOINT)], now, _wall(now))
-        accepted += sum(1 for _, d in answer.datagrams if d[0] == MESSAGE_RESPONSE)
+        accepted += sum(1 for d, _ in answer.datagrams if d[0] == MESSAGE_RESPONSE)
     assert accepted == PEERS, f"{PEERS - accepted} of {PEERS} peers rejected the restarted hub"

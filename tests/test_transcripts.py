@@ -58,12 +58,12 @@ def test_responder_answers_recorded_initiation_exactly(path: Path) -> None:
     now, wall = t["now"], t["wall_ns"]
     if t.get("under_load"):
         out = b.receive([(msgs[0], src)], now, wall)
-        assert [d for _, d in out.datagrams] == [msgs[1]]
+        assert [d for d, _ in out.datagrams] == [msgs[1]]
         msgs = msgs[2:]
         now += 5.4
         wall += 5_400_000_000
     out = b.receive([(msgs[0], src)], now, wall)
-    assert [d for _, d in out.datagrams] == [msgs[1]]
+    assert [d for d, _ in out.datagrams] == [msgs[1]]
     out = b.receive([(msgs[2], src)], now, wall)
     assert out.packets == [bytes.fromhex(t["inner_a_to_b"])]
 

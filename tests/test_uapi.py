@@ -83,7 +83,7 @@ class FakeBackend:
     def submit(self, out: Output) -> None:
         self.submitted.append(out)
 
-    def sent(self) -> list[tuple[Endpoint, bytes]]:
+    def sent(self) -> list[tuple[bytes, Endpoint]]:
         return [d for out in self.submitted for d in out.datagrams]
 
 
@@ -624,7 +624,7 @@ endpoint=192.0.2.2:2000
     sent = b.sent()
     # Only the peer whose keepalive was turned on; wireguard-go would also
     # poke peer 2 (its pkaOn flag survives into the next peer block).
-    assert [(str(ep), len(d)) for ep, d in sent] == [("192.0.2.1:1000", INITIATION_SIZE)]
+    assert [(str(ep), len(d)) for d, ep in sent] == [("192.0.2.1:1000", INITIATION_SIZE)]
     assert b.device.peers[0].persistent_keepalive == 25
     # Changing a non-zero interval sends nothing new.
     assert run(b, f"public_key={hexkey(1)}\npersistent_keepalive_interval=30") == 0

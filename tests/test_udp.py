@@ -309,7 +309,7 @@ def test_recv_batch_drains_with_limit_and_send_batch(
 ) -> None:
     a, b = binds
     target = Endpoint(link.a4, a.port)
-    b.send_batch([(target, bytes([i]) * 20) for i in range(5)])
+    b.send_batch([(bytes([i]) * 20, target) for i in range(5)])
     fd = fd_of(a, socket.AF_INET)
     poller = select.poll()
     poller.register(fd, select.POLLIN)

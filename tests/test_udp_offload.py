@@ -132,7 +132,7 @@ def test_gso_send_gro_receive(link: Link, binds: tuple[UdpBind, UdpBind], family
     target = Endpoint(addr(link, family, "b"), b.port)
     data = numbered(40, 1200)
     data[-1] = data[-1][:700]  # a shorter last datagram rides along
-    a.send_batch([(target, d) for d in data])
+    a.send_batch([(d, target) for d in data])
     assert a.offload_stats == {"gso_sends": 1, "gso_datagrams": 40}
     got = receive(b, family, 40)
     assert [d for d, _ in got] == data
@@ -162,11 +162,11 @@ def test_runs_split_by_endpoint_size_and_count(link: Link, binds: tuple[UdpBind,
         bigger = numbered(3, 1100, 2)  # larger than the run before: a new run
         many = numbered(150, 500, 3)  # more than 64: three sends
         items = [
-            *((to_b, d) for d in first[:3]),
-            (to_side, b"interleaved"),  # another endpoint breaks the run
-            *((to_b, d) for d in first[3:]),
-            *((to_b, d) for d in bigger),
-            *((to_b, d) for d in many),
+            *((d, to_b) for d in first[:3]),
+            (b"interleaved", to_side),  # another endpoint breaks the run
+            *((d, to_b) for d in first[3:]),
+            *((d, to_b) for d in bigger),
+            *((d, to_b) for d in many),
         ]
         a.send_batch(items)
         # runs: first[:3] | single | first[3:] (2) | bigger (3) | many 64+64+22
@@ -185,7 +185,7 @@ def test_payload_limit_splits_sends(
     a, b = binds
     target = Endpoint(addr(link, family, "b"), b.port)
     data = numbered(60, 1400)  # 84,000 bytes: more than one send may carry
-    a.send_batch([(target, d) for d in data])
+    a.send_batch([(d, target) for d in data])
     limit = 65507 if family == socket.AF_INET else 65527
     per_send = limit // 1400
     assert a.offload_stats["gso_sends"] == -(-60 // per_send)
@@ -198,7 +198,7 @@ def test_sticky_source_with_gso(link: Link, binds: tuple[UdpBind, UdpBind]) -> N
     ((_, ep),) = receive(a, socket.AF_INET, 1)
     assert ep.local == link.a4_second
     data = numbered(10, 800)
-    a.send_batch([(ep, d) for d in data])
+    a.send_batch([(d, ep) for d in data])
     assert a.offload_stats["gso_sends"] == 1
     got = receive(b, socket.AF_INET, 10)
     assert [d for d, _ in got] == data
@@ -211,7 +211,7 @@ def test_gro_off_receiver_gets_kernel_segmented_datagrams(link: Link) -> None:
         nsh.call_in_ns(link.b, UdpBind, 0, gro=False) as b,
     ):
         data = numbered(20, 1000)
-        a.send_batch([(Endpoint(link.b4, b.port), d) for d in data])
+        a.send_batch([(d, Endpoint(link.b4, b.port)) for d in data])
         assert a.offload_stats["gso_sends"] == 1
         assert [d for d, _ in receive(b, socket.AF_INET, 20)] == data
         assert b.offload_stats == {}
@@ -223,7 +223,7 @@ def test_gso_off_sends_one_by_one(link: Link) -> None:
         nsh.call_in_ns(link.b, UdpBind, 0, sticky=False) as b,
     ):
         data = numbered(20, 1000)
-        a.send_batch([(Endpoint(link.b4, b.port), d) for d in data])
+        a.send_batch([(d, Endpoint(link.b4, b.port)) for d in data])
         assert a.offload_stats == {}
         got = receive(b, socket.AF_INET, 20)
         assert [d for d, _ in got] == data
@@ -236,7 +236,7 @@ def test_gso_off_sends_one_by_one(link: Link) -> None:
 def test_gro_receive_respects_the_batch_limit(link: Link, binds: tuple[UdpBind, UdpBind]) -> None:
     a, b = binds
     data = numbered(10, 600)
-    a.send_batch([(Endpoint(link.b4, b.port), d) for d in data])
+    a.send_batch([(d, Endpoint(link.b4, b.port)) for d in data])
     fd = fd_of(b, socket.AF_INET)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
@@ -254,8 +254,8 @@ def test_next_super_datagram_waits_in_the_socket(
     a, b = binds
     target = Endpoint(link.b4, b.port)
     first, second = numbered(10, 600, 1), numbered(10, 600, 2)
-    a.send_batch([(target, d) for d in first])
-    a.send_batch([(target, d) for d in second])
+    a.send_batch([(d, target) for d in first])
+    a.send_batch([(d, target) for d in second])
     assert b.offload_stats == {}
     fd = fd_of(b, socket.AF_INET)
     poller = select.poll()
@@ -295,7 +295,7 @@ def test_no_tx_checksum_offload_still_delivers(link: Link, binds: tuple[UdpBind,
         pytest.skip(f"needs SIOCETHTOOL to turn off veth tx checksumming ({exc})")
     target = Endpoint(link.b4, b.port)
     data = numbered(8, 1000)
-    a.send_batch([(target, d) for d in data])
+    a.send_batch([(d, target) for d in data])
     if a.stats:
         assert a.stats == {"gso_disabled": 1}
     else:
@@ -325,11 +325,11 @@ def test_eio_disables_gso_for_that_socket(link: Link, binds: tuple[UdpBind, UdpB
     a._v4 = EioOnGso(a._v4)  # type: ignore[assignment,arg-type]
     target = Endpoint(link.b4, b.port)
     data = numbered(8, 1000)
-    a.send_batch([(target, d) for d in data])  # EIO, then one by one
+    a.send_batch([(d, target) for d in data])  # EIO, then one by one
     assert a.stats == {"gso_disabled": 1}
     assert not a.gso_enabled(socket.AF_INET)
     assert a.gso_enabled(socket.AF_INET6)  # per socket
-    a.send_batch([(target, d) for d in data])  # no second attempt
+    a.send_batch([(d, target) for d in data])  # no second attempt
     assert a.stats == {"gso_disabled": 1}
     assert a.offload_stats == {}
     assert [d for d, _ in receive(b, socket.AF_INET, 16)] == data + data
@@ -342,7 +342,7 @@ def test_segment_larger_than_mtu_is_resent_plainly(
     nsh.ip(link.a, "link", "set", link.va, "mtu", "1280")
     target = Endpoint(link.b4, b.port)
     data = numbered(6, 1400)  # too big for one 1280 frame: GSO refuses (EINVAL)
-    a.send_batch([(target, d) for d in data])
+    a.send_batch([(d, target) for d in data])
     assert a.stats == {}  # not counted as a failure: each went out fragmented
     assert a.offload_stats == {}
     assert a.gso_enabled(socket.AF_INET)  # the socket keeps GSO for other sizes

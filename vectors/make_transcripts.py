@@ -43,7 +43,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     msgs: list[dict[str, str]] = []
 
     def record(sender: str, out: Any) -> list[bytes]:
-        got = [d for _, d in out.datagrams]
+        got = [d for d, _ in out.datagrams]
         msgs.extend({"from": sender, "hex": d.hex()} for d in got)
         return got
 

@@ -191,8 +191,9 @@ class Event:
 class Output:
     """The actions an entry point asks the runtime to perform, in order."""
 
-    #: (destination, datagram) pairs to send over UDP.
-    datagrams: list[tuple[Endpoint, bytes]] = field(default_factory=list)
+    #: (datagram, destination) pairs to send over UDP: the order
+    #: :meth:`Device.receive` takes them in.
+    datagrams: list[tuple[bytes, Endpoint]] = field(default_factory=list)
     #: Decrypted IP packets to write to the TUN.
     packets: list[bytes] = field(default_factory=list)
     #: Notable protocol events (handshake completed, gave up, ...).
@@ -732,7 +733,7 @@ class Device:
         if ep is None:
             self.stats[Stat.TX_DROPPED_NO_ENDPOINT] += 1
             return False
-        out.datagrams.append((ep, datagram))
+        out.datagrams.append((datagram, ep))
         peer.tx_bytes += len(datagram)
         return True
 
@@ -773,7 +774,7 @@ class Device:
             return
         msgs = kp.seal_batch(pending, self.mtu)
         sent = len(msgs)
-        out.datagrams.extend([(ep, m) for m in msgs])
+        out.datagrams.extend([(m, ep) for m in msgs])
         peer.tx_bytes += sum(map(len, msgs))
         if sent < len(pending):  # counter exhausted: keep the rest for the next session
             peer.staged.extend(pending[sent:])
@@ -932,7 +933,7 @@ class Device:
             if not checker.check_mac2(data, mac1_offset, source, now):
                 sender = int.from_bytes(data[4:8], "little")
                 out.datagrams.append(
-                    (source, checker.create_reply(data, mac1_offset, sender, source, now))
+                    (checker.create_reply(data, mac1_offset, sender, source, now), source)
                 )
                 stats[Stat.COOKIE_REPLY_SENT] += 1
                 return None

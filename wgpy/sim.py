@@ -94,7 +94,7 @@ class SimNetwork:
 
     def collect(self, node: SimNode, out: Output) -> None:
         """Queue a node's outgoing datagrams and keep its TUN writes."""
-        for dst, data in out.datagrams:
+        for data, dst in out.datagrams:
             node.sent.append((dst, data))
             self.in_flight.append((node.address, dst, data))
         node.delivered.extend(out.packets)

@@ -814,8 +814,9 @@ class UdpBind:
             # EAGAIN (buffer full), ENETUNREACH, EPERM (filtered), EMSGSIZE, ...
             self._count(f"send_{_errname(exc.errno)}")
 
-    def send_batch(self, items: Sequence[tuple[Endpoint, bytes | memoryview]]) -> None:
-        """Send each ``(endpoint, datagram)`` in order, as :meth:`send` does.
+    def send_batch(self, items: Sequence[tuple[bytes | memoryview, Endpoint]]) -> None:
+        """Send each ``(datagram, endpoint)`` in order, as :meth:`send` does
+        (the order :meth:`recv_batch` returns and the Device takes and gives).
 
         With GSO, runs of consecutive datagrams to the same endpoint (and
         source) with equal sizes, the last possibly shorter, at most 64 and
@@ -827,7 +828,7 @@ class UdpBind:
         v4, v6 = self._v4, self._v6
         i = 0
         while i < count:
-            endpoint, datagram = items[i]
+            datagram, endpoint = items[i]
             size = len(datagram)
             j = i + 1
             sock = v4 if endpoint.family == _AF_INET else v6
@@ -836,7 +837,7 @@ class UdpBind:
                 total = size
                 local = endpoint.local
                 while j < count and j - i < UDP_GSO_MAX_SEGMENTS:
-                    ep2, d2 = items[j]
+                    d2, ep2 = items[j]
                     if ep2 is not endpoint and not (
                         ep2 == endpoint
                         and ep2.local == local
@@ -860,13 +861,13 @@ class UdpBind:
     def _send_gso(
         self,
         sock: socket.socket,
-        items: Sequence[tuple[Endpoint, bytes | memoryview]],
+        items: Sequence[tuple[bytes | memoryview, Endpoint]],
         start: int,
         end: int,
         size: int,
     ) -> None:
         """One UDP_SEGMENT sendmsg for ``items[start:end]``; on refusal, one by one."""
-        endpoint = items[start][0]
+        endpoint = items[start][1]
         if self._closed:
             self._count("closed", end - start)
             return
@@ -874,7 +875,7 @@ class UdpBind:
         if endpoint.local and self.sticky:
             cmsgs = self._source_cmsg(endpoint) + cmsgs
         try:
-            sock.sendmsg([d for _, d in items[start:end]], cmsgs, 0, endpoint.sockaddr())
+            sock.sendmsg([d for d, _ in items[start:end]], cmsgs, 0, endpoint.sockaddr())
         except OSError as exc:
             err = exc.errno
             if err == errno.EIO:
@@ -887,7 +888,7 @@ class UdpBind:
                 return
             # EINVAL: a segment too big for the path MTU, or the source; EMSGSIZE.
             send = self.send
-            for ep, datagram in items[start:end]:
+            for datagram, ep in items[start:end]:
                 send(datagram, ep)
             return
         stats = self.offload_stats
