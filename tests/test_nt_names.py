@@ -35,3 +35,8 @@ def test_python_api_package_and_dll_binding_name_each() -> None:
         assert callable(getattr(api, name)) and callable(getattr(wgpy.nt, name))
         assert callable(getattr(api.WgpyApi, name))
         assert callable(getattr(wireguard_dll.WireGuardDll, name)), name
+
+
+def test_the_dll_binding_declares_them_in_the_headers_order() -> None:
+    sigs = wireguard_dll.signatures(object())
+    assert tuple(sigs) == WIREGUARD_FUNCTIONS

@@ -35,7 +35,7 @@ from typing import Any
 
 from wgpy.nt.abi import GUID, NET_LUID, AdapterState, ErrorCode
 
-__all__ = ["WireGuardDll"]
+__all__ = ["WireGuardDll", "signatures"]
 
 _CODEC = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
 _VP = ctypes.c_void_p
@@ -82,6 +82,26 @@ class _Pointer:
         self.address = ctypes.cast(self.keep, _VP)
 
 
+def signatures(callback_type: Any) -> dict[str, tuple[list[Any], Any]]:
+    """argtypes and restype of each wireguard.h function, in the header's
+    order (:data:`wgpy.nt.abi.WIREGUARD_FUNCTIONS`); ``callback_type`` is the
+    logger callback's ctypes type (stdcall on Windows)."""
+    return {
+        "WireGuardCreateAdapter": ([_VP, _VP, _VP], _VP),
+        "WireGuardOpenAdapter": ([_VP], _VP),
+        "WireGuardCloseAdapter": ([_VP], None),
+        "WireGuardDeleteDriver": ([], _BOOL),
+        "WireGuardGetAdapterLUID": ([_VP, _VP], None),
+        "WireGuardGetRunningDriverVersion": ([], _U32),
+        "WireGuardSetLogger": ([callback_type], None),
+        "WireGuardSetAdapterLogging": ([_VP, ctypes.c_int], _BOOL),
+        "WireGuardSetAdapterState": ([_VP, ctypes.c_int], _BOOL),
+        "WireGuardGetAdapterState": ([_VP, _VP], _BOOL),
+        "WireGuardSetConfiguration": ([_VP, _VP, _U32], _BOOL),
+        "WireGuardGetConfiguration": ([_VP, _VP, _VP], _BOOL),
+    }
+
+
 class WireGuardDll:
     """A loaded ``wireguard.dll`` (or any library with the same exports).
 
@@ -109,20 +129,7 @@ class WireGuardDll:
             getter.argtypes = []
             getter.restype = _U32
             self._last_error = lambda: int(getter())
-        sigs: dict[str, tuple[list[Any], Any]] = {
-            "WireGuardCreateAdapter": ([_VP, _VP, _VP], _VP),
-            "WireGuardOpenAdapter": ([_VP], _VP),
-            "WireGuardCloseAdapter": ([_VP], None),
-            "WireGuardGetAdapterLUID": ([_VP, _VP], None),
-            "WireGuardGetRunningDriverVersion": ([], _U32),
-            "WireGuardDeleteDriver": ([], _BOOL),
-            "WireGuardSetLogger": ([self._callback_type], None),
-            "WireGuardSetAdapterLogging": ([_VP, ctypes.c_int], _BOOL),
-            "WireGuardSetAdapterState": ([_VP, ctypes.c_int], _BOOL),
-            "WireGuardGetAdapterState": ([_VP, _VP], _BOOL),
-            "WireGuardSetConfiguration": ([_VP, _VP, _U32], _BOOL),
-            "WireGuardGetConfiguration": ([_VP, _VP, _VP], _BOOL),
-        }
+        sigs = signatures(self._callback_type)
         self._fn: dict[str, Any] = {}
         for name, (argtypes, restype) in sigs.items():
             try:
