@@ -461,7 +461,7 @@ def test_private_key_change_then_fresh_handshake() -> None:
     net, a, b = established()
     new = os.urandom(32)
     old_pub = a.device.public_key
-    a.device.set_private_key(new, net.clock.now)
+    a.device.set_private_key(new)
     assert old_pub is not None
     b.device.remove_peer(old_pub)
     b.device.add_peer(public_key(new), endpoint=a.address, allowed_ips=["10.0.0.1/32"])

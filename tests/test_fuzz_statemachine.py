@@ -410,7 +410,7 @@ class TwoDevicesOverFaultyNetwork(RuleBasedStateMachine):
         if kind == "private_key":
             # As in netns.sh: a new key on one side; the other swaps the peer.
             self.key_seq += 1
-            dev.set_private_key(SeededRng(b"fuzz/rekey/%d" % self.key_seq).random_bytes(32), now)
+            dev.set_private_key(SeededRng(b"fuzz/rekey/%d" % self.key_seq).random_bytes(32))
             old_pub = public_key(self.keys[name])
             self.keys[name] = dev.private_key or b""
             if self.nodes[other].device.remove_peer(old_pub):

@@ -27,7 +27,7 @@ def _kind(data: bytes) -> str:
     return {1: "initiation", 2: "response", 3: "cookie reply", 4: "transport"}.get(data[0], "?")
 
 
-def memory_demo(out: object = None) -> int:
+def memory_demo() -> int:
     """Run the in-memory demo, printing to stdout; returns an exit status."""
     net, a, b = make_pair()
     t0 = time.perf_counter()

@@ -264,7 +264,7 @@ class Device:
         """Whether the interface passes traffic."""
         return self._up
 
-    def set_private_key(self, private_key: bytes | None, now: float = 0.0) -> None:
+    def set_private_key(self, private_key: bytes | None) -> None:
         """Set (or with None/all-zero, clear) the static private key.
 
         As the kernel and wireguard-go do: a peer whose public key equals the
@@ -839,7 +839,7 @@ class Device:
                 keylog_block(self._static.private, peer.public_key, ephemeral, hs.preshared_key)
             )
 
-    def _send_response(self, peer: Peer, now: float, wall_ns: int, out: Output) -> None:
+    def _send_response(self, peer: Peer, now: float, out: Output) -> None:
         """Answer the initiation just consumed and park the new session as next."""
         hs = peer.handshake
         index = self._new_index()
@@ -941,7 +941,7 @@ class Device:
                 stats[Stat.RX_DROPPED_RATELIMITED] += 1
                 return None
         if kind == MESSAGE_INITIATION:
-            return self._consume_initiation(data, source, now, wall_ns, out)
+            return self._consume_initiation(data, source, now, out)
         return self._consume_response(data, source, now, wall_ns, out)
 
     def _find_handshake(self, public_key: bytes) -> Handshake | None:
@@ -949,7 +949,7 @@ class Device:
         return peer.handshake if peer is not None else None
 
     def _consume_initiation(
-        self, data: bytes, source: Endpoint, now: float, wall_ns: int, out: Output
+        self, data: bytes, source: Endpoint, now: float, out: Output
     ) -> Peer | None:
         static = self._static
         assert static is not None
@@ -965,7 +965,7 @@ class Device:
         peer.rx_bytes += INITIATION_SIZE
         peer.timers.any_authenticated_packet_received(now)
         peer.timers.any_authenticated_packet_traversal(now)
-        self._send_response(peer, now, wall_ns, out)
+        self._send_response(peer, now, out)
         out.events.append(Event(EventKind.INITIATION_CONSUMED, peer.public_key))
         return peer
 

@@ -126,7 +126,7 @@ def _expect_silence(r: Runner, duration: float, what: str) -> None:
         raise Failed(f"{what} were answered ({len(replies)} datagrams, first: {first})")
 
 
-def _need_reply(r: Runner, reply: Inbound | None, what: str) -> Inbound:
+def _need_reply(reply: Inbound | None, what: str) -> Inbound:
     if reply is None:
         raise Failed(f"no echo reply to {what}")
     return reply
@@ -178,7 +178,7 @@ def _target_initiates(r: Runner, psk: bytes | bool | None = False) -> tuple[Inbo
         if not r.tunnel_ready:
             raise Skipped("without a setup mode this needs the tunnel IPs")
         kp = r.initiate()
-        _need_reply(r, r.ping(kp), "the echo request that should make the target send data")
+        _need_reply(r.ping(kp), "the echo request that should make the target send data")
         # The target sent data and hears nothing back: after KEEPALIVE_TIMEOUT +
         # REKEY_TIMEOUT (+ jitter) it must start a new handshake.
         how = "data from the target, then silence (new-handshake timer)"
@@ -308,7 +308,7 @@ def handshake_responder(r: Runner) -> str:
         r.control.set_keepalive(r.our_public, 0)
     extra = ""
     if r.tunnel_ready:
-        _need_reply(r, r.ping(kp), "an echo request on the session the target initiated")
+        _need_reply(r.ping(kp), "an echo request on the session the target initiated")
         extra = "; echo answered on it"
     else:
         r.unchecked("data on the session (needs the tunnel IPs)")
@@ -327,7 +327,7 @@ def handshake_psk(r: Runner) -> str:
     r.fresh(psk=psk)
     kp = r.initiate()
     if r.tunnel_ready:
-        _need_reply(r, r.ping(kp), "an echo request on the PSK session")
+        _need_reply(r.ping(kp), "an echo request on the PSK session")
     else:
         r.unchecked("data on the PSK session (needs the tunnel IPs)")
     done.append("initiator")
@@ -360,7 +360,7 @@ def transport(r: Runner) -> str:
     by an echo reply from the target's tunnel IP on the same session."""
     kp = r.initiate()
     for n in (56, 1000):
-        reply = _need_reply(r, r.ping(kp, n), f"a {n}-byte echo request")
+        reply = _need_reply(r.ping(kp, n), f"a {n}-byte echo request")
         if reply.keypair is not kp:
             raise Failed("the echo reply came on a different session")
         assert reply.plaintext is not None
@@ -412,7 +412,7 @@ def replay_transport(r: Runner) -> str:
     window (RFC 6479 window checked after authentication)."""
     kp = r.initiate()
     e = r.send_echo(kp)
-    _need_reply(r, r.wait_for(r.is_reply(e), r.t(3.0)), "the original echo request")
+    _need_reply(r.wait_for(r.is_reply(e), r.t(3.0)), "the original echo request")
     r.collect(r.t(0.3))
     r.send(e.message, what="the same transport message again (replay)")
     again = r.wait_for(r.is_reply(e), r.t(2.0))
@@ -433,7 +433,7 @@ def replay_transport(r: Runner) -> str:
     far = kp.send_counter + 20000
     forged = TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, kp.remote_index, far) + os.urandom(100)
     r.send(forged, what=f"forged transport, counter {far}, bad tag")
-    _need_reply(r, r.ping(kp), "an echo request after the forged counter (window moved?)")
+    _need_reply(r.ping(kp), "an echo request after the forged counter (window moved?)")
     return "replay dropped; reordered packets accepted; forged counter did not move the window"
 
 
@@ -453,7 +453,7 @@ def replay_initiation(r: Runner) -> str:
         raise Failed("the replayed initiation was answered with a new response")
     extra = ""
     if r.tunnel_ready:
-        _need_reply(r, r.ping(kp), "an echo request on the session after the replay")
+        _need_reply(r.ping(kp), "an echo request on the session after the replay")
         extra = "; session still carries data"
     else:
         r.unchecked("that the session still carries data (needs the tunnel IPs)")
@@ -541,7 +541,7 @@ def garbage(r: Runner) -> str:
     r.initiate()
     extra = ""
     if r.tunnel_ready:
-        _need_reply(r, r.ping(), "an echo request after the garbage")
+        _need_reply(r.ping(), "an echo request after the garbage")
         extra = ", and data flows"
     else:
         r.unchecked("that data still flows (needs the tunnel IPs)")
@@ -573,7 +573,7 @@ def reserved_bytes(r: Runner) -> str:
             raise Failed("a transport message with a non-zero reserved byte was delivered")
         msg[2] = 0
         r.send(bytes(msg), what=f"the same echo request seq {e.seq} with zero reserved bytes")
-        _need_reply(r, r.wait_for(r.is_reply(e), r.t(3.0)), "the corrected transport message")
+        _need_reply(r.wait_for(r.is_reply(e), r.t(3.0)), "the corrected transport message")
         extra = " (initiation and transport)"
     else:
         r.unchecked("transport messages with reserved bytes (needs the tunnel IPs)")
@@ -685,8 +685,8 @@ def roaming(r: Runner) -> str:
     (whitepaper 2.1)."""
     kp = r.initiate()
     first = r.send_echo(kp, via="main")
-    a = _need_reply(r, r.wait_for(r.is_reply(first), r.t(3.0)), "the echo from the main socket")
-    b = _need_reply(r, r.ping(kp, via="roam"), "the echo sent from the second socket")
+    a = _need_reply(r.wait_for(r.is_reply(first), r.t(3.0)), "the echo from the main socket")
+    b = _need_reply(r.ping(kp, via="roam"), "the echo sent from the second socket")
     if b.via != "roam":
         raise Failed(f"reply went to {b.via}, not to the new address the packet came from")
     checked = []
@@ -699,7 +699,7 @@ def roaming(r: Runner) -> str:
             if ep != r.local_endpoint("roam"):
                 raise Failed(f"target's endpoint is {ep}, not {r.local_endpoint('roam')}")
             checked.append("endpoint read back")
-    c = _need_reply(r, r.ping(kp, via="main"), "the echo sent from the main socket again")
+    c = _need_reply(r.ping(kp, via="main"), "the echo sent from the main socket again")
     if c.via != "main" or a.via != "main":
         raise Failed("after roaming back, the reply did not return to the main socket")
     # The hijack race: an echo request from main and, right behind it, a burst
@@ -887,7 +887,7 @@ def reject_after_time(r: Runner) -> str:
     the target sends nothing more on it (a keepalive it owes then needs a new
     handshake) and no longer accepts our data on it (whitepaper 6.2)."""
     kp = r.initiate()
-    _need_reply(r, r.ping(kp), "an echo request on the fresh session")
+    _need_reply(r.ping(kp), "an echo request on the fresh session")
     # Keep the target from rekeying on its own: we are the initiator, and we
     # send nothing until shortly before expiry.
     while r.now() - kp.created < REJECT_AFTER_TIME - 8.0:
@@ -923,14 +923,14 @@ def message_limit(r: Runner) -> str:
     here) are not delivered, while one below both limits is.  Reports which
     of the two limits the target uses (whitepaper 5.4.6, 6.4)."""
     kp = r.initiate()
-    _need_reply(r, r.ping(kp), "an echo request with a normal counter")
+    _need_reply(r.ping(kp), "an echo request with a normal counter")
     for counter in (REJECT_AFTER_MESSAGES, REJECT_AFTER_MESSAGES + 1, (1 << 64) - 1):
         kp.send_counter = counter
         e = r.send_echo(kp)
         if r.wait_for(r.is_reply(e), r.t(1.0)) is not None:
             raise Failed(f"an echo request with counter 2^64 - {(1 << 64) - counter} was delivered")
     kp.send_counter = _WHITEPAPER_REJECT - 1
-    _need_reply(r, r.ping(kp), "an echo request with counter 2^64 - 8194 (below every limit)")
+    _need_reply(r.ping(kp), "an echo request with counter 2^64 - 8194 (below every limit)")
     kp.send_counter = _WHITEPAPER_REJECT
     e = r.send_echo(kp)
     which = (
@@ -966,7 +966,7 @@ def simultaneous_initiation(r: Runner) -> str:
         raise Failed("neither of the two crossing handshakes completed")
     session = ours if ours is not None else theirs
     for _ in range(3):
-        _need_reply(r, r.ping(session), "an echo request after the crossing handshakes")
+        _need_reply(r.ping(session), "an echo request after the crossing handshakes")
     more = [x for x in r.collect(r.t(3.0)) if x.kind == MESSAGE_INITIATION]
     if more:
         raise Failed(f"the target started {len(more)} more handshakes after one completed")
@@ -983,12 +983,10 @@ def key_confirmation(r: Runner) -> str:
     (whitepaper 5.4.7: the responder waits for the initiator's first
     transport message)."""
     old = r.initiate()
-    _need_reply(r, r.ping(old), "an echo request on the first session")
+    _need_reply(r.ping(old), "an echo request on the first session")
     m, _ = r.initiate_raw()
     new = r.complete(m, confirm=False)
-    reply = _need_reply(
-        r, r.ping(old), "an echo request on the first session after a new handshake"
-    )
+    reply = _need_reply(r.ping(old), "an echo request on the first session after a new handshake")
     if reply.keypair is new:
         raise Failed("the target answered on the new session before we confirmed it")
     checked = "replies stayed on the old session"
@@ -1255,7 +1253,7 @@ def cookie_under_load(r: Runner) -> str:
     if kp is None:
         raise Failed("no answer to initiations carrying a valid mac2 in three attempts")
     if r.tunnel_ready:
-        _need_reply(r, r.ping(kp), "an echo request on the session made with mac2")
+        _need_reply(r.ping(kp), "an echo request on the session made with mac2")
     else:
         r.unchecked("data on the session made with mac2 (needs the tunnel IPs)")
     r.drain(1.5, 30.0)  # let the target leave the under-load state
@@ -1341,6 +1339,6 @@ def rekey(r: Runner) -> str:
         if age < REKEY_AFTER_TIME - 5.0:
             raise Failed(f"the target re-initiated after only {age:.1f} s")
         new = _accept_and_confirm(r, init)
-        _need_reply(r, r.ping(new), "an echo request on the new session")
+        _need_reply(r.ping(new), "an echo request on the new session")
         return f"target re-initiated {age:.1f} s into the session; data continues on the new one"
     raise Failed(f"no new handshake from the target within {limit:.0f} s of the session")

@@ -270,7 +270,7 @@ class LocalAdapter:
 
         options = InterfaceOptions.from_environment()
         with registry.locked():
-            ifname = registry.choose_ifname(name, lambda n: False)
+            ifname = registry.choose_ifname(name, lambda _name: False)
             tun = UserspaceTun(ifname, mtu=options.mtu, addresses=addresses)
             # UDP sockets open in the creating thread's namespace, whichever
             # thread later changes the listen port.

@@ -55,7 +55,11 @@ class TimerAction(Enum):
 
 
 class PeerTimers:
-    """Deadlines and counters for one peer.  All times are monotonic seconds."""
+    """Deadlines and counters for one peer.  All times are monotonic seconds.
+
+    Every event method takes ``now``, also the few that do not need it, so
+    callers never have to know which do (one convention, as the kernel's
+    timer hooks)."""
 
     __slots__ = (
         "_jitter",

@@ -214,9 +214,8 @@ class SetOperation:
             private = _parse_key(value)
             if private is None:
                 return UAPI_EINVAL
-            now, _ = self.backend.clock()
             # All-zero clears the key; a peer with the new public key goes.
-            dev.set_private_key(private, now)
+            dev.set_private_key(private)
         elif key == "listen_port":
             port = _parse_uint(value, _U16_MAX)
             if port is None:
