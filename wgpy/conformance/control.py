@@ -18,7 +18,6 @@ peer between scenarios, and reads back the endpoint the target recorded.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -132,26 +131,22 @@ class UapiControl:
     def remove_peer(self, public_key: bytes) -> None:
         self._set([f"public_key={public_key.hex()}", "remove=true"])
 
-    def raw(self, request: str, *, limit: int = 16 << 20) -> str:
-        """Send one raw UAPI request (``get=1\n\n`` or ``set=1\n...\n\n``)
-        and return the response text up to its blank line, unparsed (the
-        ``uapi`` scenario judges the protocol itself)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10.0)
+    def raw(self, request: str) -> str:
+        """Send one raw UAPI request (``get=1`` or ``set=1`` and its lines,
+        ending with an empty line) and return the answer unparsed, through
+        its blank line: the ``uapi`` scenario judges the protocol itself.  An
+        answer cut off before its blank line comes back as ``""``."""
+        from wgpy.constants import UAPI_EPROTO
+        from wgpy.uapi import UapiError
+
         try:
-            sock.connect(self._client.path)
-            sock.sendall(request.encode())
-            buf = b""
-            while b"\n\n" not in buf and len(buf) < limit:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+            return self._client.request(request.encode())
+        except UapiError as exc:
+            if exc.errno == UAPI_EPROTO:  # closed without a complete answer
+                return ""
+            raise ControlError(f"UAPI request on {self._client.path} failed: {exc}") from exc
         except OSError as exc:
             raise ControlError(f"UAPI request on {self._client.path} failed: {exc}") from exc
-        finally:
-            sock.close()
-        return buf.decode(errors="replace").split("\n\n", 1)[0] + "\n"
 
     def peer_endpoint(self, public_key: bytes) -> str | None:
         from wgpy.uapi import UapiError
