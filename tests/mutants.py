@@ -99,34 +99,29 @@ def _no_replay_window() -> None:
     _patch(ReplayWindow, "validate", lambda self, counter: True)
 
 
-def _forget_timestamps() -> None:
+def _forget_on_initiation(attr: str, value: Any) -> None:
+    """Before each initiation is judged, reset one field of the peer's
+    handshake record (what a target that keeps no such memory does)."""
     real = dev_mod.consume_initiation
 
     def consume(static: Any, rh: Any, msg: Any, find: Any, now: float) -> Any:
         def lookup(pk: bytes) -> Any:
             hs = find(pk)
             if hs is not None:
-                hs.latest_timestamp = bytes(12)
+                setattr(hs, attr, value)
             return hs
 
         return real(static, rh, msg, lookup, now)
 
     _patch(dev_mod, "consume_initiation", consume)
+
+
+def _forget_timestamps() -> None:
+    _forget_on_initiation("latest_timestamp", bytes(12))
 
 
 def _no_flood_limit() -> None:
-    real = dev_mod.consume_initiation
-
-    def consume(static: Any, rh: Any, msg: Any, find: Any, now: float) -> Any:
-        def lookup(pk: bytes) -> Any:
-            hs = find(pk)
-            if hs is not None:
-                hs.last_initiation_consumed = None
-            return hs
-
-        return real(static, rh, msg, lookup, now)
-
-    _patch(dev_mod, "consume_initiation", consume)
+    _forget_on_initiation("last_initiation_consumed", None)
 
 
 def _no_framing_filter() -> None:
