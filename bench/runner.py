@@ -33,7 +33,13 @@ from bench.topology import (
     start_userspace_pair,
 )
 from bench.util import GROUPS, Progress, Results, Run, wait_idle
-from wgpy.lab import Lab
+from wgpy.lab import (
+    WIREGUARD_GO_MODERN,
+    WIREGUARD_GO_MODERN_ENV,
+    Lab,
+    LabError,
+    find_wireguard_go_modern,
+)
 
 __all__ = ["Settings", "main", "parse_args"]
 
@@ -87,6 +93,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, help="output directory (default bench/results/<time>/)")
     p.add_argument("--no-kernel", action="store_true", help="skip the in-kernel WireGuard VM")
+    p.add_argument(
+        "--wireguard-go-modern",
+        type=Path,
+        metavar="PATH",
+        help=f"the {WIREGUARD_GO_MODERN} binary, the main anchor (default: "
+        f"${WIREGUARD_GO_MODERN_ENV}, else ../shared/tools/bin/, else PATH)",
+    )
     p.add_argument(
         "--kernel-backend",
         choices=("auto", "uml", "qemu"),
@@ -170,6 +183,7 @@ def _meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "cryptography": crypto,
         "wireguard_go": _cmd_version(["wireguard-go", "--version"]),
+        "wireguard_go_modern": _modern_version(),
         "iperf3": _cmd_version(["iperf3", "--version"]),
         "wgpy_commit": commit + ("+dirty" if dirty else ""),
         "loadavg_start": _loadavg(),
@@ -181,11 +195,39 @@ def _loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
+def _modern_version() -> str:
+    path = find_wireguard_go_modern()
+    if path is None:
+        return f"{WIREGUARD_GO_MODERN}: not found"
+    return f"{_cmd_version([path, '--version'])} ({path})"
+
+
 def _missing_tools(pairs: list[str]) -> list[str]:
     need = ["ip", "wg", "iperf3", "ping"]
     if any("go" in PAIRS[p] for p in pairs):
         need.append("wireguard-go")
-    return [t for t in need if shutil.which(t) is None]
+    missing = [t for t in need if shutil.which(t) is None]
+    if any("gomod" in PAIRS[p] for p in pairs) and find_wireguard_go_modern() is None:
+        missing.append(WIREGUARD_GO_MODERN)
+    return missing
+
+
+def _default_pairs(args: argparse.Namespace) -> list[str]:
+    """The pairs to run.  Without ``--pairs`` and without the modern
+    wireguard-go, its pairs are left out with a clear message, and ratios
+    fall back to Debian's build (the report says which anchor it used)."""
+    if args.pairs:
+        return _split(args.pairs, list(PAIRS), "pair")
+    if find_wireguard_go_modern() is not None:
+        return list(PAIRS)
+    print(
+        f"{WIREGUARD_GO_MODERN} not found (put it in ../shared/tools/bin/, set "
+        f"${WIREGUARD_GO_MODERN_ENV} or pass --wireguard-go-modern): its pairs are "
+        "skipped and ratios are against Debian's wireguard-go, which predates the "
+        "offloads",
+        file=sys.stderr,
+    )
+    return [p for p in PAIRS if "gomod" not in PAIRS[p]]
 
 
 class _Terminated(KeyboardInterrupt):
@@ -199,12 +241,18 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 class Harness:
     """Runs the plan and fills :attr:`results`."""
 
-    def __init__(self, args: argparse.Namespace, settings: Settings, out_dir: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        settings: Settings,
+        out_dir: Path,
+        pairs: list[str] | None = None,
+    ) -> None:
         self.args = args
         self.s = settings
         self.out_dir = out_dir
         self.groups = _split(args.only, GROUPS, "group")
-        self.pair_names = _split(args.pairs, list(PAIRS), "pair")
+        self.pair_names = list(pairs) if pairs is not None else _default_pairs(args)
         if args.no_kernel:
             self.pair_names = [p for p in self.pair_names if "kernel" not in PAIRS[p]]
         self.results = Results(meta=_meta(args, settings))
@@ -221,7 +269,7 @@ class Harness:
         for p in self.pair_names:
             for side in PAIRS[p]:
                 names[IMPL_NAMES[side]] = None
-        return [i for i in ("wgpy", "wireguard-go", "kernel") if i in names]
+        return [i for i in report.IMPL_ORDER if i in names]
 
     def _steps(self, group: str) -> list[tuple[str, Callable[[int], None]]]:
         """(label, function of the repeat index) for one group."""
@@ -517,18 +565,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report is not None:
         return _rerender(args.report)
     settings = _settings(args)
+    if args.wireguard_go_modern is not None:
+        os.environ[WIREGUARD_GO_MODERN_ENV] = str(args.wireguard_go_modern.resolve())
+    try:
+        harness_pairs = _default_pairs(args)
+        missing = _missing_tools(harness_pairs)
+    except LabError as exc:  # the variable names no executable
+        print(exc, file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("python -m bench needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
-    harness_pairs = _split(args.pairs, list(PAIRS), "pair")
-    missing = _missing_tools(harness_pairs)
     if missing:
         print(f"missing tools: {', '.join(missing)}", file=sys.stderr)
         return 2
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or REPO_ROOT / "bench" / "results" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    harness = Harness(args, settings, out_dir)
+    harness = Harness(args, settings, out_dir, harness_pairs)
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     status = 0
     t0 = time.monotonic()

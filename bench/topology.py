@@ -41,15 +41,25 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: Short names used in pair names → Lab implementation names.
-IMPL_NAMES = {"wgpy": "wgpy", "go": "wireguard-go", "kernel": "kernel"}
+#: Short names used in pair names → Lab implementation names: ``gomod`` is
+#: wireguard-go 0.0.20250522 (TUN offloads, UDP GSO/GRO; the main anchor),
+#: ``go`` Debian's 0.0.20220316.
+IMPL_NAMES = {
+    "wgpy": "wgpy",
+    "gomod": "wireguard-go-modern",
+    "go": "wireguard-go",
+    "kernel": "kernel",
+}
 
 #: Every pair the harness knows, in table order: (A, B).  A runs the iperf3
 #: client ("forward" = A→B), B the server.
 PAIRS: dict[str, tuple[str, str]] = {
     "wgpy-wgpy": ("wgpy", "wgpy"),
-    "wgpy-go": ("wgpy", "go"),
+    "gomod-gomod": ("gomod", "gomod"),
+    "wgpy-gomod": ("wgpy", "gomod"),
+    "gomod-wgpy": ("gomod", "wgpy"),
     "go-go": ("go", "go"),
+    "wgpy-go": ("wgpy", "go"),
     "wgpy-kernel": ("wgpy", "kernel"),
     "go-kernel": ("go", "kernel"),
 }

@@ -18,6 +18,7 @@ from bench.report import markdown, targets
 from bench.runner import _split
 from bench.sansio import HandshakeLoop, LookupTable
 from bench.util import FIGURES, Progress, Results, Run, percentile
+from wgpy.lab import find_wireguard_go_modern
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,23 +69,67 @@ def test_summary_prefers_runs_that_started_idle() -> None:
 def test_targets_use_ratios_from_the_same_run() -> None:
     res = _results(
         {
-            ("tcp_fwd", "go-go"): [100.0],
-            ("tcp_fwd", "wgpy-wgpy"): [350.0],
-            ("tcp_fwd", "wgpy-go"): [90.0],
-            ("ping_idle_p50", "go-go"): [0.5],
+            ("tcp_fwd", "gomod-gomod"): [100.0],
+            ("tcp_fwd", "wgpy-wgpy"): [75.0],
+            ("tcp_fwd", "gomod-wgpy"): [70.0],
+            ("cpu_fwd", "gomod-gomod"): [4.0],
+            ("cpu_fwd", "wgpy-wgpy"): [6.0],
+            ("ping_idle_p50", "gomod-gomod"): [0.5],
             ("ping_idle_p50", "wgpy-wgpy"): [1.0],
+            ("hs_wire", "wireguard-go"): [4000.0],
+            ("hs_wire", "wgpy"): [3000.0],
             ("hs_sansio", "wgpy"): [1600.0],
             ("mem_per_peer", "wgpy"): [9000.0],
         }
     )
     by_name = {t.name: t for t in targets(res)}
-    t = by_name["wgpy-wgpy TCP A→B ≥ 3× go-go"]
-    assert t.measured == pytest.approx(3.5) and t.met is True
-    assert by_name["wgpy-go TCP A→B ≥ 1× go-go"].met is False
-    assert by_name["wgpy-wgpy TCP B→A ≥ 3× go-go"].met is None  # not measured
-    assert by_name["ping p50 through wgpy ≤ 1.5× through go"].met is False
+    t = by_name["wgpy-wgpy TCP A→B ≥ 0.7× gomod-gomod"]
+    assert t.measured == pytest.approx(0.75) and t.met is True
+    assert by_name["gomod-wgpy TCP A→B (wgpy receives) ≥ 0.75× gomod-gomod"].met is False
+    assert by_name["wgpy-wgpy TCP B→A ≥ 0.7× gomod-gomod"].met is None  # not measured
+    assert by_name["wgpy-wgpy CPU per GB A→B ≤ 1.6× gomod-gomod"].met is True
+    assert by_name["wgpy-wgpy ping p50 idle ≤ 1.3× gomod-gomod"].met is False
+    hs = by_name["handshakes/s over the wire (responder) ≥ 0.8× Debian wireguard-go"]
+    assert hs.measured == pytest.approx(0.75) and hs.met is False
     assert by_name["sans-IO full handshakes ≥ 1,500/s on one core"].met is True
     assert by_name["≤ 8 KiB per idle peer with one allowed IP"].met is False
+
+
+def test_ratios_use_the_modern_anchor_and_fall_back_to_debians() -> None:
+    both = _results(
+        {
+            ("tcp_fwd", "gomod-gomod"): [200.0],
+            ("tcp_fwd", "go-go"): [100.0],
+            ("tcp_fwd", "wgpy-wgpy"): [100.0],
+        }
+    )
+    text = markdown(both)
+    assert "against gomod-gomod (pairs)" in text
+    assert "100 **×0.50**" in text  # wgpy-wgpy against gomod, not against go-go
+    old = _results({("tcp_fwd", "go-go"): [100.0], ("tcp_fwd", "wgpy-wgpy"): [150.0]})
+    text = markdown(old)
+    assert "against go-go (pairs)" in text and "150 **×1.50**" in text
+
+
+def test_missing_modern_wireguard_go_is_said_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import runner
+
+    monkeypatch.setattr(runner, "find_wireguard_go_modern", lambda: None)
+    args = runner.parse_args([])
+    pairs = runner._default_pairs(args)
+    assert pairs and not any("gomod" in p for p in pairs)
+    assert runner._missing_tools(["gomod-gomod"])[-1] == "wireguard-go-0.0.20250522"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--pairs", "gomod-gomod", "--only", "tcp"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, WGPY_WIREGUARD_GO_MODERN="/nonexistent/wireguard-go"),
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "WGPY_WIREGUARD_GO_MODERN=/nonexistent/wireguard-go is not an executable" in done.stderr
 
 
 def test_markdown_shows_median_spread_and_ratio() -> None:
@@ -92,7 +137,7 @@ def test_markdown_shows_median_spread_and_ratio() -> None:
         {("tcp_fwd", "go-go"): [100.0, 110.0, 90.0], ("tcp_fwd", "wgpy-go"): [200.0, 150.0, 250.0]}
     )
     text = markdown(res)
-    assert "| figure | unit | wgpy-go | go-go |" in text
+    assert "| figure | unit | go-go | wgpy-go |" in text
     assert "200 (150–250) **×2.00**" in text
     assert "100 (90.0–110)" in text
 
@@ -145,7 +190,11 @@ def _have_root_net() -> str | None:
 
 @pytest.mark.skipif(_have_root_net() is not None, reason=f"needs {_have_root_net()}")
 def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path) -> None:
-    pairs = ["wgpy-wgpy"] + (["go-go"] if shutil.which("wireguard-go") else [])
+    pairs = ["wgpy-wgpy"]
+    if find_wireguard_go_modern() is not None:
+        pairs += ["gomod-gomod", "gomod-wgpy"]
+    if shutil.which("wireguard-go"):
+        pairs.append("go-go")
     out = tmp_path / "out"
     done = subprocess.run(
         [
@@ -172,7 +221,8 @@ def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     assert {"meta", "summary", "runs", "targets", "figures"} <= set(doc)
     errors = [r for r in doc["runs"] if r["error"]]
     assert not errors, errors
-    impls = ["wgpy"] + (["wireguard-go"] if "go-go" in pairs else [])
+    impls = ["wgpy"] + ["wireguard-go-modern"] * ("gomod-gomod" in pairs)
+    impls += ["wireguard-go"] * ("go-go" in pairs)
     for key, fig in FIGURES.items():
         subjects = {"pair": pairs, "impl": impls, "wgpy": ["wgpy"]}[fig.scope]
         for subject in subjects:
@@ -187,7 +237,7 @@ def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     assert not names & set(doc["meta"]["namespaces"])
 
     md = (out / "results.md").read_text()
-    assert "## Targets (issue 4)" in md
+    assert "## Targets" in md
     assert "| figure | unit | " + " | ".join(pairs) + " |" in md
     assert md.strip() in done.stdout  # the table is printed too
 

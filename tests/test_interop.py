@@ -1,5 +1,7 @@
-"""Interop in network namespaces: wgpy <-> wgpy and wgpy <-> wireguard-go,
-each side as initiator, configured with the real ``wg`` (needs root).
+"""Interop in network namespaces: wgpy <-> wgpy, wgpy <-> Debian's
+wireguard-go (0.0.20220316) and wgpy <-> wireguard-go 0.0.20250522 (TUN
+TSO/USO reads and UDP GSO/GRO, which the old build never produces), each
+side as initiator, configured with the real ``wg`` (needs root).
 
 Topology: namespaces A and B joined by a veth (outer 192.168.241.0/24 and
 fd00:241::/64); tunnel addresses 10.66.0.0/24 and fd66::/64.
@@ -18,7 +20,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from wgpy.lab import Lab, Node
+from wgpy.lab import (
+    WIREGUARD_GO_MODERN,
+    WIREGUARD_GO_MODERN_ENV,
+    Lab,
+    Node,
+    find_wireguard_go_modern,
+)
 from wgpy.noise.primitives import clamp, public_key
 
 pytestmark = [
@@ -32,12 +40,16 @@ IN_A4, IN_B4 = "10.66.0.1", "10.66.0.2"
 IN_A6, IN_B6 = "fd66::1", "fd66::2"
 PORT_A, PORT_B = 51820, 51821
 
-PAIRS = ["wgpy-wgpy", "wgpy-wireguard-go"]
+PAIRS = ["wgpy-wgpy", "wgpy-wireguard-go", "wgpy-wireguard-go-modern"]
 
 
 def _needs(impl: str) -> None:
     if impl == "wireguard-go" and shutil.which("wireguard-go") is None:
         pytest.skip("needs wireguard-go")
+    if impl == "wireguard-go-modern" and find_wireguard_go_modern() is None:
+        pytest.skip(
+            f"needs {WIREGUARD_GO_MODERN} (../shared/tools/bin/ or ${WIREGUARD_GO_MODERN_ENV})"
+        )
 
 
 class Tunnel:
@@ -230,7 +242,7 @@ def test_peer_removal_stops_traffic(lab: Lab, pair: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
-@pytest.mark.parametrize("initiator_impl", ["wgpy", "wireguard-go"])
+@pytest.mark.parametrize("initiator_impl", ["wgpy", "wireguard-go", "wireguard-go-modern"])
 def test_cookie_path_with_responder_forced_under_load(lab: Lab, initiator_impl: str) -> None:
     # A (wgpy) is the responder, forced under load by the documented switch;
     # B initiates.  B first gets a 64-byte cookie reply, retries with mac2

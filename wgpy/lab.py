@@ -14,6 +14,7 @@ import base64
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,16 @@ from types import TracebackType
 from wgpy.constants import UAPI_SOCKET_DIRECTORY
 from wgpy.noise.primitives import clamp, public_key
 
-__all__ = ["IMPLEMENTATIONS", "Lab", "LabError", "Node", "PeerDump"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "WIREGUARD_GO_MODERN",
+    "WIREGUARD_GO_MODERN_ENV",
+    "Lab",
+    "LabError",
+    "Node",
+    "PeerDump",
+    "find_wireguard_go_modern",
+]
 
 SOCKET_DIR = UAPI_SOCKET_DIRECTORY
 
@@ -39,8 +49,54 @@ def _wggo_argv(ifname: str) -> list[str]:
     return ["wireguard-go", "-f", ifname]
 
 
+#: The current wireguard-go release people run (TUN offloads, UDP GSO/GRO),
+#: as a static build; Debian's ``wireguard-go`` (0.0.20220316) predates both.
+WIREGUARD_GO_MODERN = "wireguard-go-0.0.20250522"
+#: Environment variable naming that binary's path (overrides the search).
+WIREGUARD_GO_MODERN_ENV = "WGPY_WIREGUARD_GO_MODERN"
+
+
+def find_wireguard_go_modern() -> str | None:
+    """Path of the modern wireguard-go binary, or None.
+
+    Looked for in ``$WGPY_WIREGUARD_GO_MODERN``, then in ``shared/tools/bin/``
+    beside the repository or any directory above it (the project's tool
+    shelf, ``../shared/tools/bin/``), ``/work/shared/tools/bin/``, then on
+    PATH.  A set variable that names no executable is an error, not a
+    fallback, so a typo cannot silently measure another build.
+    """
+    wanted = os.environ.get(WIREGUARD_GO_MODERN_ENV)
+    if wanted:
+        if not (os.path.isfile(wanted) and os.access(wanted, os.X_OK)):
+            raise LabError(f"{WIREGUARD_GO_MODERN_ENV}={wanted} is not an executable file")
+        return wanted
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parents = [here]
+    while os.path.dirname(parents[-1]) != parents[-1]:
+        parents.append(os.path.dirname(parents[-1]))
+    for base in [*parents, "/work"]:
+        path = os.path.join(base, "shared", "tools", "bin", WIREGUARD_GO_MODERN)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return shutil.which(WIREGUARD_GO_MODERN)
+
+
+def _wggo_modern_argv(ifname: str) -> list[str]:
+    path = find_wireguard_go_modern()
+    if path is None:
+        raise LabError(
+            f"{WIREGUARD_GO_MODERN} not found: put it in ../shared/tools/bin/ or set "
+            f"{WIREGUARD_GO_MODERN_ENV}"
+        )
+    return [path, "-f", ifname]
+
+
 #: Userspace implementations the lab can start, by name.
-IMPLEMENTATIONS = {"wgpy": _wgpy_argv, "wireguard-go": _wggo_argv}
+IMPLEMENTATIONS = {
+    "wgpy": _wgpy_argv,
+    "wireguard-go": _wggo_argv,
+    "wireguard-go-modern": _wggo_modern_argv,
+}
 
 
 class LabError(Exception):
