@@ -514,43 +514,55 @@ class Device:
         heard: dict[Peer, Endpoint] = {}
         transport: dict[Peer, None] = {}
         sent_data: dict[Peer, None] = {}
+        # Per run of datagrams on one keypair (the common case: a whole batch),
+        # what is decided once: liveness, its opener and replay window, and
+        # whether it still awaits key confirmation.
         last_kp: Keypair | None = None
         last_kp_live = False
+        last_unconfirmed = False
+        open_ = validate = None
         for data, source in datagrams:
             try:
                 n = len(data)
-                kind = _unpack_transport(data)[0] if n >= TRANSPORT_MIN_SIZE else 0
+                if n >= TRANSPORT_MIN_SIZE:
+                    kind, receiver, counter = _unpack_transport(data)
+                else:
+                    kind = 0
                 if kind != MESSAGE_TRANSPORT:
                     peer = self._receive_other(data, source, now, wall_ns, out)
                     if peer is not None:
                         heard[peer] = peer.endpoint or source
+                    last_kp = None  # a handshake may have rotated the keypairs
                     continue
                 # -- transport: the per-packet hot path ------------------------
-                _, receiver, counter = _unpack_transport(data)
                 entry = index.get(receiver)
                 if entry is None or (kp := entry[1]) is None:
                     stats[Stat.RX_DROPPED_UNKNOWN_INDEX] += 1
                     continue
+                peer = entry[0]
                 if kp is not last_kp:
                     last_kp, last_kp_live = kp, not kp.expired(now)
+                    open_, validate = kp.open, kp.replay.validate
+                    last_unconfirmed = kp is peer.keypairs.next
                 if not last_kp_live or counter >= REJECT_AFTER_MESSAGES:
                     stats[Stat.RX_DROPPED_EXPIRED] += 1
                     continue
-                plain = kp.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
+                assert open_ is not None and validate is not None
+                plain = open_(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
                 if plain is None:
                     stats[Stat.RX_DROPPED_AUTH] += 1
                     continue
                 # Only now, after authentication, may the counter touch the window.
-                if not kp.replay.validate(counter):
+                if not validate(counter):
                     stats[Stat.RX_DROPPED_REPLAY] += 1
                     continue
-                peer = entry[0]
                 # Roaming: the endpoint follows authenticated packets, even
                 # ones the source filter below drops (as netns.sh asserts).
                 heard[peer] = source
                 transport[peer] = None
-                if kp is peer.keypairs.next:
+                if last_unconfirmed:
                     self._confirm(peer, kp, source, now, wall_ns, out)
+                    last_kp = None  # its place among the peer's keypairs changed
                 m = len(plain)
                 if m == 0:
                     peer.rx_bytes += n

@@ -430,18 +430,36 @@ class _Group:
         self.sig = b""  # UDP: IP fields that must match (TOS, DF, TTL, ...)
 
 
-def _tcp_key(p: bytes, ihl: int, hl: int) -> bytes:
-    """Flow key plus every header byte that must be equal for TCP segments to merge.
+#: Per candidate shape (see _candidate): the mask that keeps, of the TCP
+#: packet's headers read as one big-endian integer, what must be equal for
+#: segments to merge.
+_TCP_KEY_MASKS: dict[int, int] = {}
 
-    Left out are the fields that differ per segment: IPv4 total length, id
+
+def _tcp_key_mask(shape: int) -> int:
+    """The GRO key mask for a TCP candidate of this shape.
+
+    Masked out are the fields that differ per segment: IPv4 total length, id
     and header checksum, IPv6 payload length, TCP sequence number, flags and
     checksum.  What remains is the kernel's GRO rule: same addresses, ports,
     ack, window, urgent pointer, options, IPv4 TOS/DF/TTL, IPv6 traffic
-    class/flow label/hop limit.
+    class/flow label/hop limit.  The leading version byte is kept, so keys of
+    different header lengths never collide.
     """
-    if ihl == 20:
-        return p[0:2] + p[6:10] + p[12:24] + p[28:33] + p[34:36] + p[38:hl]
-    return p[0:4] + p[6:44] + p[48:53] + p[54:56] + p[58:hl]
+    mask = _TCP_KEY_MASKS.get(shape)
+    if mask is None:
+        ihl, hl = (shape >> 8) & 0xFF, shape >> 16
+        keep = bytearray(b"\xff" * hl)
+        ip_fields = [(2, 6), (10, 12)] if ihl == 20 else [(4, 6)]
+        for start, end in [
+            *ip_fields,
+            (ihl + 4, ihl + 8),
+            (ihl + 13, ihl + 14),
+            (ihl + 16, ihl + 18),
+        ]:
+            keep[start:end] = bytes(end - start)
+        mask = _TCP_KEY_MASKS[shape] = int.from_bytes(keep, "big")
+    return mask
 
 
 def _bulk_valid(pkts: list[bytes], np: Any) -> list[int]:
@@ -486,6 +504,40 @@ def _valid(p: bytes, ihl: int) -> bool:
     return (pseudo + len(rest) + ones_sum(rest)) % 0xFFFF == 0
 
 
+def _candidate(p: bytes, udp: bool) -> int:
+    """How a packet may coalesce: ``protocol | ip_header_len << 8 |
+    headers_len << 16``, or 0 when it must be written alone (see coalesce)."""
+    n = len(p)
+    if n < 29:
+        return 0
+    b0 = p[0]
+    if b0 == 0x45:
+        if (p[2] << 8 | p[3]) != n or p[6] & 0x3F or p[7]:
+            return 0  # bad length, or a fragment
+        ihl = 20
+        proto = p[9]
+    elif b0 >> 4 == 6:
+        if n < 49 or (p[4] << 8 | p[5]) != n - 40:
+            return 0
+        ihl = 40
+        proto = p[6]
+    else:
+        return 0  # not IP, or IPv4 with options
+    if proto == _TCP:
+        if n < ihl + 21:
+            return 0
+        hl = ihl + (p[ihl + 12] >> 4) * 4
+        if hl < ihl + 20 or n <= hl or p[ihl + 13] not in (_ACK, _ACK | _PSH):
+            return 0
+    elif proto == _UDP and udp:
+        hl = ihl + 8
+        if (p[ihl + 4] << 8 | p[ihl + 5]) != n - ihl or not (p[ihl + 6] or p[ihl + 7]):
+            return 0  # bad length, or no checksum (IPv4) / invalid (IPv6)
+    else:
+        return 0
+    return proto | ihl << 8 | hl << 16
+
+
 def coalesce(
     packets: Sequence[bytes | bytearray | memoryview],
     *,
@@ -513,46 +565,12 @@ def coalesce(
     """
     count = len(packets)
     pkts = [p if type(p) is bytes else bytes(p) for p in packets]
-    # Pass 1: find candidates: (kind, ip header length, headers length).
-    kinds = [0] * count
-    ihls = [0] * count
-    hls = [0] * count
-    for i, p in enumerate(pkts):
-        n = len(p)
-        if n < 29:
-            continue
-        b0 = p[0]
-        if b0 == 0x45:
-            if (p[2] << 8 | p[3]) != n or p[6] & 0x3F or p[7]:
-                continue  # bad length, or a fragment
-            ihl = 20
-            proto = p[9]
-        elif b0 >> 4 == 6:
-            if n < 49 or (p[4] << 8 | p[5]) != n - 40:
-                continue
-            ihl = 40
-            proto = p[6]
-        else:
-            continue  # not IP, or IPv4 with options
-        if proto == _TCP:
-            if n < ihl + 21:
-                continue
-            hl = ihl + (p[ihl + 12] >> 4) * 4
-            if hl < ihl + 20 or n <= hl or p[ihl + 13] not in (_ACK, _ACK | _PSH):
-                continue
-        elif proto == _UDP and udp:
-            hl = ihl + 8
-            if (p[ihl + 4] << 8 | p[ihl + 5]) != n - ihl or not (p[ihl + 6] or p[ihl + 7]):
-                continue  # bad length, or no checksum (IPv4) / invalid (IPv6)
-        else:
-            continue
-        kinds[i] = proto
-        ihls[i] = ihl
-        hls[i] = hl
+    # Pass 1: find candidates (protocol, IP header and headers length).
+    shapes = [_candidate(p, udp) for p in pkts]
     # Checksum validity per packet: 1 good, 0 bad, -1 not computed yet.
     valid = [-1] * count
     if verify and _np is not None:
-        todo = [i for i in range(count) if kinds[i]]
+        todo = [i for i in range(count) if shapes[i]]
         if len(todo) > 1:
             for i, ok in zip(todo, _bulk_valid([pkts[i] for i in todo], _np), strict=True):
                 valid[i] = ok
@@ -562,24 +580,28 @@ def coalesce(
             return True
         ok = valid[i]
         if ok < 0:
-            ok = valid[i] = _valid(pkts[i], ihls[i])
+            ok = valid[i] = _valid(pkts[i], (shapes[i] >> 8) & 0xFF)
         return ok > 0
 
     # Pass 2: merge.
+    masks = _TCP_KEY_MASKS
     slots: list[_Group | bytes] = []
-    tcp_runs: dict[bytes, list[_Group]] = {}
+    tcp_runs: dict[int, list[_Group]] = {}
     udp_last: dict[bytes, _Group] = {}
     for i, p in enumerate(pkts):
-        kind = kinds[i]
-        if not kind:
+        shape = shapes[i]
+        if not shape:
             slots.append(p)
             continue
-        ihl = ihls[i]
-        hl = hls[i]
+        kind = shape & 0xFF
+        ihl = (shape >> 8) & 0xFF
+        hl = shape >> 16
         paylen = len(p) - hl
         if kind == _TCP:
-            key = _tcp_key(p, ihl, hl)
-            seq = (p[ihl + 4] << 24) | (p[ihl + 5] << 16) | (p[ihl + 6] << 8) | p[ihl + 7]
+            headers = int.from_bytes(p[:hl], "big")
+            mask = masks.get(shape)
+            key = headers & (mask if mask is not None else _tcp_key_mask(shape))
+            seq = (headers >> ((hl - ihl - 8) << 3)) & 0xFFFFFFFF
             psh = p[ihl + 13] == _ACK | _PSH
             runs = tcp_runs.get(key)
             if runs is None:
