@@ -630,12 +630,12 @@ def coalesce(
             runs.append(g)
         else:
             if ihl == 20:
-                key = p[12:24]
+                flow = p[12:24]
                 sig = p[0:2] + p[6:9]
             else:
-                key = p[8:44]
+                flow = p[8:44]
                 sig = p[0:4] + p[7:8]
-            last = udp_last.get(key)
+            last = udp_last.get(flow)
             if (
                 last is not None
                 and not last.closed
@@ -652,7 +652,7 @@ def coalesce(
                 continue
             g = _Group(p, i, ihl, hl, _UDP, 0, paylen)
             g.sig = sig
-            udp_last[key] = g  # later packets may only join this newest run
+            udp_last[flow] = g  # later packets may only join this newest run
         slots.append(g)
     out: list[list[bytes | memoryview]] = []
     for slot in slots:
