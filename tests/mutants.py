@@ -226,7 +226,7 @@ def _junk_counts_toward_load() -> None:
     def check_mac1(self: CookieChecker, msg: Any, offset: int) -> bool:
         for d in devices:  # the old bug: every handshake-shaped datagram counts
             if d._cookie_checker is self:
-                d._handshake_arrived(dev_mod_time())
+                d._handshake_budget(dev_mod_time())
         return real(self, msg, offset)
 
     _patch(Device, "__init__", init)

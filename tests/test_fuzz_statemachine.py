@@ -70,12 +70,12 @@ from hypothesis.stateful import (
 )
 
 from wgpy.constants import (
+    HANDSHAKE_BUDGET_BURST,
     MAX_STAGED_PACKETS,
     RATELIMIT_MAX_ENTRIES,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
     ROUTE_CACHE_MAX,
-    UNDER_LOAD_HANDSHAKES,
 )
 from wgpy.endpoint import Endpoint
 from wgpy.noise.primitives import public_key
@@ -349,7 +349,7 @@ class TwoDevicesOverFaultyNetwork(RuleBasedStateMachine):
         elif kind == "flood":
             # Enough copies of one datagram to put the receiver under load
             # (cookie replies instead of handshakes for the next second).
-            flight.extend([flight[i]] * UNDER_LOAD_HANDSHAKES)
+            flight.extend([flight[i]] * HANDSHAKE_BUDGET_BURST)
         elif kind == "replay_old" and self.history:
             # An attacker re-injects a datagram seen earlier (of any age).
             flight.append(self.history[arg % len(self.history)])

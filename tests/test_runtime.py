@@ -7,6 +7,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 import pytest
 from netns import call_in_ns
 
+from wgpy.constants import UNDER_LOAD_BACKLOG
 from wgpy.endpoint import Endpoint
-from wgpy.noise.primitives import clamp, public_key
-from wgpy.runtime.interface import Interface
+from wgpy.noise.cookie import mac1_key
+from wgpy.noise.primitives import clamp, mac, public_key
+from wgpy.runtime.interface import Interface, monotonic
 from wgpy.sim import ipv4_packet
 from wgpy.tun.memory import MemoryTun
 
@@ -128,3 +131,43 @@ def test_interface_removed_ends_the_loop(fresh_netns: str) -> None:
     runner.join(10)
     iface.close()
     assert reasons == ["interface removed"]
+
+
+def _flood_port(port: int, datagrams: list[bytes]) -> None:
+    """Send ``datagrams`` to 127.0.0.1:``port`` (run inside the namespace)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in datagrams:
+            s.sendto(d, ("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("valid", "junk", "under_load"),
+    [(UNDER_LOAD_BACKLOG + 64, 0, True), (UNDER_LOAD_BACKLOG - 8, 0, False), (0, 600, False)],
+    ids=["backlog", "short-queue", "keyless-junk"],
+)
+def test_a_backed_up_handshake_socket_puts_the_engine_under_load(
+    fresh_netns: str, valid: int, junk: int, under_load: bool
+) -> None:
+    # One wakeup reads the handshake socket's share; if valid-mac1 messages
+    # are still queued after it, the engine hears of the backlog.  A short
+    # queue, or any amount of keyless junk, must not put it under load.
+    iface = Interface(MemoryTun("memHs"), listen_port=0, private_key=clamp(os.urandom(32)))
+    call_in_ns(fresh_netns, iface.start)
+    try:
+        pub = iface.device.public_key
+        assert pub is not None and iface.udp is not None
+        key = mac1_key(pub)
+        msgs = []
+        for _ in range(valid):
+            body = b"\x01\0\0\0" + os.urandom(112)
+            msgs.append(body + mac(key, body) + bytes(16))
+        msgs += [b"\x01\0\0\0" + os.urandom(144) for _ in range(junk)]
+        call_in_ns(fresh_netns, _flood_port, iface.get_listen_port(), msgs)
+        now = monotonic()
+        for fd in iface.udp.handshake_fds:  # one per family; the v4 one holds the flood
+            iface._on_udp_handshakes(fd)
+        assert iface.device.under_load(now + 0.5) is under_load
+        stats = iface.device.stats
+        assert stats.get("rx_dropped_mac1", 0) == min(junk, 128)
+    finally:
+        iface.close()

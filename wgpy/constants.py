@@ -108,22 +108,25 @@ UAPI_EADDRINUSE: Final = 98  # binding listen_port (or setting fwmark) failed
 DEFAULT_MTU: Final = 1420
 #: Packets held per peer while no session exists (kernel MAX_STAGED_PACKETS).
 MAX_STAGED_PACKETS: Final = 128
-#: Handshake messages per second that put the device under load (then
-#: every handshake needs a cookie).  The kernel and wireguard-go use their
-#: handshake queue depth (512 and 128 entries); the sans-IO core has no
-#: queue, so it counts arrivals.  512/s bounds the DH work an attacker who
-#: knows our public key can cause to roughly 15-30 % of one core here, while
-#: a server whose 10,000 peers rekey every two minutes (~170 messages/s) stays
-#: well below it.
-UNDER_LOAD_HANDSHAKES: Final = 512
 #: Handshake messages examined at all (mac1, cookie replies, DH) per second,
 #: and the burst allowed; beyond that they are dropped unexamined, as the
-#: kernel drops handshakes when its 4096-entry queue is full.  Examining one
-#: under load costs ~15 µs (mac1, mac2, a cookie reply), so this caps the
-#: handshake path at a few percent of a core whatever a flood sends, and the
-#: data path sharing the loop keeps running.
-HANDSHAKE_BUDGET_PER_SECOND: Final = 2048
+#: kernel drops handshakes when its 4096-entry queue is full.  4096/s is
+#: about what one core here completes (~240 µs of DH and hashing each), so a
+#: genuine burst is answered at full speed while a flood cannot take more
+#: than that core's share of the loop the data path shares.
+HANDSHAKE_BUDGET_PER_SECOND: Final = 4096
 HANDSHAKE_BUDGET_BURST: Final = 512
+#: The device is under load (every handshake needs a cookie) once the budget
+#: holds fewer tokens than this: more than 256 valid-mac1 messages beyond the
+#: sustained rate arrived recently.  The kernel and wireguard-go go under
+#: load when their handshake queue holds 512 or 128 entries; the sans-IO core
+#: has no queue, so the budget's deficit stands for its depth.  A runtime that
+#: has a queue (the handshake socket) also reports it: see
+#: ``Device.handshake_backlog`` and :data:`UNDER_LOAD_BACKLOG`.
+UNDER_LOAD_BUDGET_LEFT: Final = 256
+#: Valid-mac1 handshake messages read in one wakeup, with more still queued
+#: behind them, that put the device under load (wireguard-go: 1024/8 queued).
+UNDER_LOAD_BACKLOG: Final = 128
 #: How long "under load" persists after the last overload observation.
 UNDER_LOAD_AFTER_TIME: Final = 1.0
 #: Most peers a device holds (wireguard-go MaxPeers).

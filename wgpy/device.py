@@ -56,7 +56,8 @@ from wgpy.constants import (
     TRANSPORT_HEADER_SIZE,
     TRANSPORT_MIN_SIZE,
     UNDER_LOAD_AFTER_TIME,
-    UNDER_LOAD_HANDSHAKES,
+    UNDER_LOAD_BACKLOG,
+    UNDER_LOAD_BUDGET_LEFT,
 )
 from wgpy.endpoint import Endpoint
 from wgpy.keylog import keylog_block
@@ -236,8 +237,6 @@ class Device:
         self._seq = itertools.count()
         self._routes: dict[bytes, Peer | None] = {}
         self._routes_generation = -1
-        self._load_window_start = float("-inf")
-        self._load_window_count = 0
         self._under_load_until = float("-inf")
         self._budget_tokens = float(HANDSHAKE_BUDGET_BURST)
         self._budget_time = 0.0
@@ -669,8 +668,9 @@ class Device:
                 # the data path sharing this loop.
                 self.stats[Stat.RX_DROPPED_HANDSHAKE_OVERLOAD] += 1
                 return None
-            under_load = self._handshake_arrived(now)
-            return self._receive_handshake(kind, data, source, under_load, now, wall_ns, out)
+            return self._receive_handshake(
+                kind, data, source, self.under_load(now), now, wall_ns, out
+            )
         if kind == MESSAGE_COOKIE_REPLY:
             self._receive_cookie_reply(data, now)
         else:
@@ -903,28 +903,27 @@ class Device:
         return int(self._budget_tokens_at(now))
 
     def _handshake_budget(self, now: float) -> bool:
-        """Token bucket over all handshake messages: True if one may be examined."""
+        """Token bucket over all handshake messages: True if one may be
+        examined.  Its deficit is the core's measure of load: fewer than
+        :data:`UNDER_LOAD_BUDGET_LEFT` tokens left puts the device under load."""
         tokens = self._budget_tokens_at(now)
         self._budget_time = now
-        if tokens < 1.0:
-            self._budget_tokens = tokens
-            return False
-        self._budget_tokens = tokens - 1.0
-        return True
-
-    def _handshake_arrived(self, now: float) -> bool:
-        """Count a handshake message; True if the device is under load.
-
-        The references measure their handshake queue depth; the core has no
-        queue, so it counts arrivals per second instead.
-        """
-        if not 0 <= now - self._load_window_start < 1.0:
-            self._load_window_start = now
-            self._load_window_count = 0
-        self._load_window_count += 1
-        if self._load_window_count >= UNDER_LOAD_HANDSHAKES:
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._budget_tokens = tokens
+        if tokens < UNDER_LOAD_BUDGET_LEFT:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
-        return self.under_load(now)
+        return allowed
+
+    def handshake_backlog(self, queued: int, now: float) -> None:
+        """The runtime's report of its handshake queue: ``queued`` valid-mac1
+        messages were read in one go and more still wait.  At
+        :data:`UNDER_LOAD_BACKLOG` or more the device is under load for
+        :data:`UNDER_LOAD_AFTER_TIME`, as wireguard-go is when its queue
+        backs up (the machine is not keeping up, whatever the budget says)."""
+        if queued >= UNDER_LOAD_BACKLOG:
+            self._under_load_until = now + UNDER_LOAD_AFTER_TIME
 
     def _receive_handshake(
         self,

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE
+from wgpy.constants import DEFAULT_MTU, IO_BATCH_SIZE, UNDER_LOAD_BACKLOG
 from wgpy.device import Device, Event, EventKind, Output
 from wgpy.net.udp import UdpBind
 from wgpy.rng import Rng, SeededRng
@@ -74,8 +74,9 @@ _POLL_INTERVAL = 1.0
 #: cannot turn into a busy loop.
 _ERROR_BACKOFF = 0.01
 #: Batches read from a handshake-only socket per wakeup: fewer than for data,
-#: so a flood of junk there leaves the data sockets most of the loop.
-_HS_BATCHES_PER_WAKEUP = 2
+#: so a flood of junk there leaves the data sockets most of the loop, and
+#: just enough to see a backlog of UNDER_LOAD_BACKLOG messages (two).
+_HS_BATCHES_PER_WAKEUP = -(-UNDER_LOAD_BACKLOG // IO_BATCH_SIZE)
 #: How long handshake sockets rest once the handshake budget is spent
 #: (about the time the budget takes to refill a full batch).
 _HS_PAUSE = 0.016
@@ -396,10 +397,14 @@ class Interface:
         then the socket rests until the budget refills (the kernel queue
         absorbs, then drops, the excess).  Junk without a valid mac1 never
         spends the budget, so it cannot make the socket rest and a genuine
-        handshake behind it is read at once."""
+        handshake behind it is read at once.  A wakeup that leaves the
+        socket readable after its share of valid-mac1 messages tells the
+        engine its queue is backing up (under load, as wireguard-go)."""
         udp, device = self.udp, self.device
         if udp is None:
             return
+        valid = 0
+        now = 0.0
         for _ in range(_HS_BATCHES_PER_WAKEUP):
             now, wall = self.clock()
             budget = device.handshake_budget(now)
@@ -411,9 +416,11 @@ class Interface:
             limit = min(IO_BATCH_SIZE, budget)
             read = udp.recv_batch(fd, limit, device.screen)
             if read:
+                valid += len(read)
                 self._flush(device.receive(read, now, wall, self._new_out()))
             if udp.last_read < limit:
                 return
+        device.handshake_backlog(valid, now)
 
     def _flush(self, out: Output) -> None:
         if out.datagrams and self.udp is not None:
