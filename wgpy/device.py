@@ -207,6 +207,17 @@ class Output:
         self.events.clear()
 
 
+def _open_nothing(counter: int, ciphertext: memoryview) -> bytes | None:
+    """Placeholder opener of :meth:`Device.receive` before the first keypair
+    of a batch is known (never called: that keypair replaces it first)."""
+    return None
+
+
+def _accept_nothing(counter: int) -> bool:
+    """Placeholder replay check, the pair of :func:`_open_nothing`."""
+    return False
+
+
 class Device:
     """A WireGuard interface without I/O.  See the module docstring."""
 
@@ -519,7 +530,8 @@ class Device:
         last_kp: Keypair | None = None
         last_kp_live = False
         last_unconfirmed = False
-        open_ = validate = None
+        open_: Callable[[int, memoryview], bytes | None] = _open_nothing
+        validate: Callable[[int], bool] = _accept_nothing
         for data, source in datagrams:
             try:
                 n = len(data)
@@ -546,7 +558,6 @@ class Device:
                 if not last_kp_live or counter >= REJECT_AFTER_MESSAGES:
                     stats[Stat.RX_DROPPED_EXPIRED] += 1
                     continue
-                assert open_ is not None and validate is not None
                 plain = open_(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
                 if plain is None:
                     stats[Stat.RX_DROPPED_AUTH] += 1

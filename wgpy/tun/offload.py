@@ -599,7 +599,7 @@ def coalesce(
         paylen = len(p) - hl
         if kind == _TCP:
             headers = int.from_bytes(p[:hl], "big")
-            mask = masks.get(shape)
+            mask = masks.get(shape)  # the cache hit inlined; a miss fills it
             key = headers & (mask if mask is not None else _tcp_key_mask(shape))
             seq = (headers >> ((hl - ihl - 8) << 3)) & 0xFFFFFFFF
             psh = p[ihl + 13] == _ACK | _PSH
