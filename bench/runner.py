@@ -153,7 +153,7 @@ def _cmd_version(argv: list[str]) -> str:
     )
 
 
-def _meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def _meta(args: argparse.Namespace, settings: Settings, modern: str | None) -> dict[str, Any]:
     cpu_model = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
@@ -183,7 +183,7 @@ def _meta(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "cryptography": crypto,
         "wireguard_go": _cmd_version(["wireguard-go", "--version"]),
-        "wireguard_go_modern": _modern_version(),
+        "wireguard_go_modern": _modern_version(modern),
         "iperf3": _cmd_version(["iperf3", "--version"]),
         "wgpy_commit": commit + ("+dirty" if dirty else ""),
         "loadavg_start": _loadavg(),
@@ -195,30 +195,29 @@ def _loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
-def _modern_version() -> str:
-    path = find_wireguard_go_modern()
+def _modern_version(path: str | None) -> str:
     if path is None:
         return f"{WIREGUARD_GO_MODERN}: not found"
     return f"{_cmd_version([path, '--version'])} ({path})"
 
 
-def _missing_tools(pairs: list[str]) -> list[str]:
+def _missing_tools(pairs: list[str], modern: str | None) -> list[str]:
     need = ["ip", "wg", "iperf3", "ping"]
     if any("go" in PAIRS[p] for p in pairs):
         need.append("wireguard-go")
     missing = [t for t in need if shutil.which(t) is None]
-    if any("gomod" in PAIRS[p] for p in pairs) and find_wireguard_go_modern() is None:
+    if any("gomod" in PAIRS[p] for p in pairs) and modern is None:
         missing.append(WIREGUARD_GO_MODERN)
     return missing
 
 
-def _default_pairs(args: argparse.Namespace) -> list[str]:
+def _default_pairs(args: argparse.Namespace, modern: str | None) -> list[str]:
     """The pairs to run.  Without ``--pairs`` and without the modern
     wireguard-go, its pairs are left out with a clear message, and ratios
     fall back to Debian's build (the report says which anchor it used)."""
     if args.pairs:
         return _split(args.pairs, list(PAIRS), "pair")
-    if find_wireguard_go_modern() is not None:
+    if modern is not None:
         return list(PAIRS)
     print(
         f"{WIREGUARD_GO_MODERN} not found (put it in ../shared/tools/bin/, set "
@@ -247,15 +246,16 @@ class Harness:
         settings: Settings,
         out_dir: Path,
         pairs: list[str] | None = None,
+        modern: str | None = None,
     ) -> None:
         self.args = args
         self.s = settings
         self.out_dir = out_dir
         self.groups = _split(args.only, GROUPS, "group")
-        self.pair_names = list(pairs) if pairs is not None else _default_pairs(args)
+        self.pair_names = list(pairs) if pairs is not None else _default_pairs(args, modern)
         if args.no_kernel:
             self.pair_names = [p for p in self.pair_names if "kernel" not in PAIRS[p]]
-        self.results = Results(meta=_meta(args, settings))
+        self.results = Results(meta=_meta(args, settings, modern))
         self.pairs: dict[str, Pair] = {}
         self.kvm: KernelVM | None = None
         self.progress = Progress(1, enabled=not args.no_progress)
@@ -568,11 +568,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.wireguard_go_modern is not None:
         os.environ[WIREGUARD_GO_MODERN_ENV] = str(args.wireguard_go_modern.resolve())
     try:
-        harness_pairs = _default_pairs(args)
-        missing = _missing_tools(harness_pairs)
+        # Found once; the lab then starts exactly this binary (the variable).
+        modern = find_wireguard_go_modern()
     except LabError as exc:  # the variable names no executable
         print(exc, file=sys.stderr)
         return 2
+    if modern is not None:
+        os.environ[WIREGUARD_GO_MODERN_ENV] = modern
+    harness_pairs = _default_pairs(args, modern)
+    missing = _missing_tools(harness_pairs, modern)
     if os.geteuid() != 0:
         print("python -m bench needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
@@ -582,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or REPO_ROOT / "bench" / "results" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    harness = Harness(args, settings, out_dir, harness_pairs)
+    harness = Harness(args, settings, out_dir, harness_pairs, modern)
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     status = 0
     t0 = time.monotonic()

@@ -111,14 +111,15 @@ def test_ratios_use_the_modern_anchor_and_fall_back_to_debians() -> None:
     assert "against go-go (pairs)" in text and "150 **×1.50**" in text
 
 
-def test_missing_modern_wireguard_go_is_said_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_modern_wireguard_go_is_said_clearly() -> None:
     from bench import runner
 
-    monkeypatch.setattr(runner, "find_wireguard_go_modern", lambda: None)
     args = runner.parse_args([])
-    pairs = runner._default_pairs(args)
+    pairs = runner._default_pairs(args, None)
     assert pairs and not any("gomod" in p for p in pairs)
-    assert runner._missing_tools(["gomod-gomod"])[-1] == "wireguard-go-0.0.20250522"
+    assert runner._default_pairs(args, "/x/wireguard-go") == list(runner.PAIRS)
+    assert runner._missing_tools(["gomod-gomod"], None)[-1] == "wireguard-go-0.0.20250522"
+    assert "wireguard-go-0.0.20250522" not in runner._missing_tools(["gomod-gomod"], "/x/w")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--pairs", "gomod-gomod", "--only", "tcp"],
         cwd=REPO,
