@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final, Self
 
 from wgpy.constants import (
     AEAD_TAG_LEN,
@@ -101,13 +101,42 @@ def _check_u32(name: str, value: int) -> None:
         raise MessageError(f"{name} must fit in 32 bits")
 
 
-def _check_len(name: str, value: bytes, length: int) -> None:
-    if len(value) != length:
-        raise MessageError(f"{name} must be {length} bytes, got {len(value)}")
+class _HandshakeMessage:
+    """What the three fixed-size messages share: their type, their struct
+    layout (the type word first) and each field's rule, in field order:
+    ``_U32_FIELD`` for a u32, else the exact length in bytes."""
+
+    __slots__ = ()
+    _TYPE: ClassVar[int]
+    _LAYOUT: ClassVar[struct.Struct]
+    _RULES: ClassVar[tuple[tuple[str, int], ...]]
+    _WHAT: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, rule in self._RULES:
+            value = getattr(self, name)
+            if rule == _U32_FIELD:
+                _check_u32(name, value)
+            elif len(value) != rule:
+                raise MessageError(f"{name} must be {rule} bytes, got {len(value)}")
+
+    def pack(self) -> bytes:
+        """The message's wire bytes."""
+        return self._LAYOUT.pack(self._TYPE, *(getattr(self, name) for name, _ in self._RULES))
+
+    @classmethod
+    def parse(cls, data: bytes | memoryview) -> Self:
+        """Parse exactly the message's size, of its type, with zero reserved bytes."""
+        if message_type(data) != cls._TYPE:
+            raise MessageError(f"not a {cls._WHAT}")
+        return cls(*cls._LAYOUT.unpack(data)[1:])
+
+
+_U32_FIELD: Final = 0
 
 
 @dataclass(frozen=True, slots=True)
-class MessageInitiation:
+class MessageInitiation(_HandshakeMessage):
     """Handshake initiation (type 1, 148 bytes)."""
 
     sender: int
@@ -117,37 +146,21 @@ class MessageInitiation:
     mac1: bytes = bytes(MAC_LEN)
     mac2: bytes = bytes(MAC_LEN)
 
-    def __post_init__(self) -> None:
-        _check_u32("sender", self.sender)
-        _check_len("ephemeral", self.ephemeral, KEY_LEN)
-        _check_len("encrypted_static", self.encrypted_static, ENC_STATIC_LEN)
-        _check_len("encrypted_timestamp", self.encrypted_timestamp, ENC_TIMESTAMP_LEN)
-        _check_len("mac1", self.mac1, MAC_LEN)
-        _check_len("mac2", self.mac2, MAC_LEN)
-
-    def pack(self) -> bytes:
-        """The 148 wire bytes."""
-        return INITIATION.pack(
-            MESSAGE_INITIATION,
-            self.sender,
-            self.ephemeral,
-            self.encrypted_static,
-            self.encrypted_timestamp,
-            self.mac1,
-            self.mac2,
-        )
-
-    @classmethod
-    def parse(cls, data: bytes | memoryview) -> MessageInitiation:
-        """Parse exactly 148 bytes of type 1 with zero reserved bytes."""
-        if message_type(data) != MESSAGE_INITIATION:
-            raise MessageError("not a handshake initiation")
-        _, sender, eph, static, ts, mac1, mac2 = INITIATION.unpack(data)
-        return cls(sender, eph, static, ts, mac1, mac2)
+    _TYPE: ClassVar[int] = MESSAGE_INITIATION
+    _LAYOUT: ClassVar[struct.Struct] = INITIATION
+    _WHAT: ClassVar[str] = "handshake initiation"
+    _RULES: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("sender", _U32_FIELD),
+        ("ephemeral", KEY_LEN),
+        ("encrypted_static", ENC_STATIC_LEN),
+        ("encrypted_timestamp", ENC_TIMESTAMP_LEN),
+        ("mac1", MAC_LEN),
+        ("mac2", MAC_LEN),
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class MessageResponse:
+class MessageResponse(_HandshakeMessage):
     """Handshake response (type 2, 92 bytes)."""
 
     sender: int
@@ -157,61 +170,35 @@ class MessageResponse:
     mac1: bytes = bytes(MAC_LEN)
     mac2: bytes = bytes(MAC_LEN)
 
-    def __post_init__(self) -> None:
-        _check_u32("sender", self.sender)
-        _check_u32("receiver", self.receiver)
-        _check_len("ephemeral", self.ephemeral, KEY_LEN)
-        _check_len("encrypted_nothing", self.encrypted_nothing, AEAD_TAG_LEN)
-        _check_len("mac1", self.mac1, MAC_LEN)
-        _check_len("mac2", self.mac2, MAC_LEN)
-
-    def pack(self) -> bytes:
-        """The 92 wire bytes."""
-        return RESPONSE.pack(
-            MESSAGE_RESPONSE,
-            self.sender,
-            self.receiver,
-            self.ephemeral,
-            self.encrypted_nothing,
-            self.mac1,
-            self.mac2,
-        )
-
-    @classmethod
-    def parse(cls, data: bytes | memoryview) -> MessageResponse:
-        """Parse exactly 92 bytes of type 2 with zero reserved bytes."""
-        if message_type(data) != MESSAGE_RESPONSE:
-            raise MessageError("not a handshake response")
-        _, sender, receiver, eph, empty, mac1, mac2 = RESPONSE.unpack(data)
-        return cls(sender, receiver, eph, empty, mac1, mac2)
+    _TYPE: ClassVar[int] = MESSAGE_RESPONSE
+    _LAYOUT: ClassVar[struct.Struct] = RESPONSE
+    _WHAT: ClassVar[str] = "handshake response"
+    _RULES: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("sender", _U32_FIELD),
+        ("receiver", _U32_FIELD),
+        ("ephemeral", KEY_LEN),
+        ("encrypted_nothing", AEAD_TAG_LEN),
+        ("mac1", MAC_LEN),
+        ("mac2", MAC_LEN),
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class MessageCookieReply:
+class MessageCookieReply(_HandshakeMessage):
     """Cookie reply (type 3, 64 bytes)."""
 
     receiver: int
     nonce: bytes
     encrypted_cookie: bytes
 
-    def __post_init__(self) -> None:
-        _check_u32("receiver", self.receiver)
-        _check_len("nonce", self.nonce, COOKIE_NONCE_LEN)
-        _check_len("encrypted_cookie", self.encrypted_cookie, ENC_COOKIE_LEN)
-
-    def pack(self) -> bytes:
-        """The 64 wire bytes."""
-        return COOKIE_REPLY.pack(
-            MESSAGE_COOKIE_REPLY, self.receiver, self.nonce, self.encrypted_cookie
-        )
-
-    @classmethod
-    def parse(cls, data: bytes | memoryview) -> MessageCookieReply:
-        """Parse exactly 64 bytes of type 3 with zero reserved bytes."""
-        if message_type(data) != MESSAGE_COOKIE_REPLY:
-            raise MessageError("not a cookie reply")
-        _, receiver, nonce, cookie = COOKIE_REPLY.unpack(data)
-        return cls(receiver, nonce, cookie)
+    _TYPE: ClassVar[int] = MESSAGE_COOKIE_REPLY
+    _LAYOUT: ClassVar[struct.Struct] = COOKIE_REPLY
+    _WHAT: ClassVar[str] = "cookie reply"
+    _RULES: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("receiver", _U32_FIELD),
+        ("nonce", COOKIE_NONCE_LEN),
+        ("encrypted_cookie", ENC_COOKIE_LEN),
+    )
 
 
 @dataclass(frozen=True, slots=True)
