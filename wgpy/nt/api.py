@@ -45,6 +45,7 @@ from wgpy.nt.abi import (
     MAX_ADAPTER_NAME,
     NET_LUID,
     PEER_SIZE,
+    WIREGUARD_FUNCTIONS,
     AbiError,
     AdapterState,
     ErrorCode,
@@ -82,6 +83,7 @@ from wgpy.uapi import UapiError
 TAKE_OVER = 1
 
 __all__ = [
+    *WIREGUARD_FUNCTIONS,
     "NET_LUID",
     "TAKE_OVER",
     "AdapterHandle",
@@ -97,18 +99,6 @@ __all__ = [
     "WgpySendPacket",
     "WgpySetAdapterAddresses",
     "WgpyStartSession",
-    "WireGuardCloseAdapter",
-    "WireGuardCreateAdapter",
-    "WireGuardDeleteDriver",
-    "WireGuardGetAdapterLUID",
-    "WireGuardGetAdapterState",
-    "WireGuardGetConfiguration",
-    "WireGuardGetRunningDriverVersion",
-    "WireGuardOpenAdapter",
-    "WireGuardSetAdapterLogging",
-    "WireGuardSetAdapterState",
-    "WireGuardSetConfiguration",
-    "WireGuardSetLogger",
     "handle_from_id",
     "pack_partial_configuration",
 ]
