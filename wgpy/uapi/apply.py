@@ -216,23 +216,16 @@ class SetOperation:
                 return UAPI_EINVAL
             # All-zero clears the key; a peer with the new public key goes.
             dev.set_private_key(private)
-        elif key == "listen_port":
-            port = _parse_uint(value, _U16_MAX)
-            if port is None:
+        elif key in ("listen_port", "fwmark"):
+            # Both (re)configure the sockets: a number, then a bind that may fail.
+            port = key == "listen_port"
+            number = _parse_uint(value, _U16_MAX if port else _U32_MAX)
+            if number is None:
                 return UAPI_EINVAL
             try:
-                self.backend.set_listen_port(port)
+                (self.backend.set_listen_port if port else self.backend.set_fwmark)(number)
             except OSError as exc:
-                log.info("UAPI: cannot bind port %d: %s", port, exc)
-                return UAPI_EADDRINUSE
-        elif key == "fwmark":
-            mark = _parse_uint(value, _U32_MAX)
-            if mark is None:
-                return UAPI_EINVAL
-            try:
-                self.backend.set_fwmark(mark)
-            except OSError as exc:
-                log.info("UAPI: cannot set fwmark %d: %s", mark, exc)
+                log.info("UAPI: cannot set %s %d: %s", key, number, exc)
                 return UAPI_EADDRINUSE
         elif key == "replace_peers":
             if value != "true":
