@@ -152,6 +152,42 @@ def test_closing_leaves_no_socket_or_record(monkeypatch: pytest.MonkeyPatch) -> 
         assert paths.find_uapi_socket("ulocal-c") is None
 
 
+@pytest.mark.parametrize("fails", ["record", "uapi-server"])
+def test_a_failed_creation_undoes_everything(monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    # Whatever step of creating an adapter fails, the caller gets the error
+    # and nothing is left: no descriptor, no thread, no socket, no record.
+    import threading
+
+    from wgpy.nt import backend
+
+    run_dir = Path(tempfile.mkdtemp(prefix="wgpy-nt-"))
+    monkeypatch.setenv("WGPY_NT_RUN_DIR", str(run_dir))
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if fails == "record":  # the last step, with interface and server running
+        monkeypatch.setattr(backend, "_steal_name", broken)
+    else:
+        real = backend._user_uapi_server
+
+        def server(ifname: str, iface: object) -> object:
+            made = real(ifname, iface)  # type: ignore[arg-type]
+            monkeypatch.setattr(made, "start", broken)
+            return made
+
+        monkeypatch.setattr(backend, "_user_uapi_server", server)
+    fds = set(os.listdir("/proc/self/fd")) if sys.platform != "win32" else set()
+    threads = set(threading.enumerate())
+    with pytest.raises(OSError, match="WireGuardCreateAdapter"):
+        Adapter.create("ulocal-f", inner="userspace", addresses="10.96.1.1/24")
+    assert set(threading.enumerate()) <= threads
+    if sys.platform != "win32":
+        assert set(os.listdir("/proc/self/fd")) == fds
+        assert paths.find_uapi_socket("ulocal-f") is None
+    assert list(run_dir.glob("*.json")) == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="cross-compiles from Linux")
 def test_the_c_example_compiles_for_windows_with_mingw(tmp_path: Path) -> None:
     cc = shutil.which("x86_64-w64-mingw32-gcc")

@@ -275,54 +275,34 @@ class LocalAdapter:
             # UDP sockets open in the creating thread's namespace, whichever
             # thread later changes the listen port.
             netns_fd = netns.open_thread_netns() if _LINUX else None
-            iface: Interface | None = None
-            server: _Server | None = None
-            try:
-                iface = Interface(tun, options=options, netns_fd=netns_fd)
-                iface.start()
-                server = _user_uapi_server(ifname, iface)
-                server.start()
-                _steal_name(registry, name)
-                record = AdapterRecord(
+
+            def cleanup() -> None:
+                if netns_fd is not None:
+                    os.close(netns_fd)
+
+            iface, server, record = _start_adapter(
+                registry,
+                name,
+                tun,
+                lambda: Interface(tun, options=options, netns_fd=netns_fd),
+                lambda iface: _user_uapi_server(ifname, iface),
+                cleanup,
+                lambda uapi: AdapterRecord(
                     name=name,
                     ifname=ifname,
                     ifindex=_free_ifindex(registry),
                     tunnel_type=tunnel_type,
                     guid=str(guid),
-                    pid=os.getpid(),
                     start_time=process_start_time(os.getpid()) or 0,
                     netns="",
-                    uapi=server.path,
                     inner=INNER_USERSPACE,
-                )
-                registry.write(record)
-            except BaseException:
-                if server is not None:
-                    server.close()
-                if iface is not None:
-                    iface.close()
-                else:
-                    tun.close()
-                if netns_fd is not None:
-                    os.close(netns_fd)
-                raise
-
-        def cleanup() -> None:
-            if netns_fd is not None:
-                os.close(netns_fd)
-
-        adapter = cls(
-            record,
-            iface,
-            registry,
-            server_close=server.close,
-            set_link=tun.set_up,
-            get_link=tun.is_up,
-            netns_fd=netns_fd,
-            cleanup=cleanup,
+                    pid=os.getpid(),
+                    uapi=uapi,
+                ),
+            )
+        return cls._launch(
+            record, iface, registry, server, tun.set_up, tun.is_up, netns_fd, cleanup
         )
-        adapter._start_loop()
-        return adapter
 
     @classmethod
     def _create_linux(
@@ -336,46 +316,96 @@ class LocalAdapter:
             ifname = registry.choose_ifname(name, _interface_exists)
             netns_fd = netns.open_thread_netns()
             tun: TunDevice | None = None
-            server: UapiServer | None = None
-            iface: Interface | None = None
-            close_link: Callable[[], None] = _nothing
             try:
                 tun, ifindex = _open_linux_tun(ifname, tunnel_type, guid, options)
                 set_link, get_link, close_link = _link_switch(tun, netns_fd)
+            except BaseException:
+                if tun is not None:
+                    tun.close()
+                os.close(netns_fd)
+                raise
+            opened = tun
+
+            def cleanup() -> None:
+                close_link()
+                os.close(netns_fd)
+
+            iface, server, record = _start_adapter(
+                registry,
+                name,
+                opened,
                 # UDP sockets always open in the adapter's namespace, whichever
                 # thread asks (a SetConfiguration may come from anywhere).
-                iface = Interface(tun, options=options, netns_fd=netns_fd, is_link_up=get_link)
-                iface.start()
-                server = UapiServer(tun.name, iface, UAPI_SOCKET_DIRECTORY)
-                server.start()
-                _steal_name(registry, name)
-                record = AdapterRecord(
+                lambda: Interface(opened, options=options, netns_fd=netns_fd, is_link_up=get_link),
+                lambda iface: UapiServer(opened.name, iface, UAPI_SOCKET_DIRECTORY),
+                cleanup,
+                lambda uapi: AdapterRecord(
                     name=name,
-                    ifname=tun.name,
+                    ifname=opened.name,
                     ifindex=ifindex,
                     tunnel_type=tunnel_type,
                     guid=str(guid),
-                    pid=os.getpid(),
                     start_time=process_start_time(os.getpid()) or 0,
                     netns=f"/proc/{os.getpid()}/fd/{netns_fd}",
-                    uapi=server.path,
-                )
-                registry.write(record)
-            except BaseException:
-                if server is not None:
-                    server.close()
-                if iface is not None:
-                    iface.close()
-                elif tun is not None:
-                    tun.close()
-                close_link()
-                os.close(netns_fd)
-                raise
+                    pid=os.getpid(),
+                    uapi=uapi,
+                ),
+            )
+        return cls._launch(record, iface, registry, server, set_link, get_link, netns_fd, cleanup)
 
-        def cleanup() -> None:
-            close_link()
-            os.close(netns_fd)
+    @classmethod
+    def _create_windows(
+        cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
+    ) -> LocalAdapter:
+        from wgpy.nt import windows
 
+        state = {"up": False}
+
+        def set_link(up: bool) -> None:
+            state["up"] = up
+
+        def get_link() -> bool:
+            return state["up"]
+
+        with registry.locked():
+            ifname = registry.choose_ifname(name, lambda _n: False)
+            tun = windows.create_tun(ifname, tunnel_type, guid)
+            iface, server, record = _start_adapter(
+                registry,
+                name,
+                tun,
+                lambda: Interface(
+                    tun, options=InterfaceOptions.from_environment(), is_link_up=get_link
+                ),
+                lambda iface: windows.NamedPipeUapiServer(ifname, iface),
+                _nothing,
+                lambda uapi: AdapterRecord(
+                    name=name,
+                    ifname=ifname,
+                    ifindex=windows.tun_ifindex(tun),
+                    tunnel_type=tunnel_type,
+                    guid=str(guid),
+                    start_time=0,
+                    netns="",
+                    pid=os.getpid(),
+                    uapi=uapi,
+                ),
+            )
+        return cls._launch(record, iface, registry, server, set_link, get_link, None, _nothing)
+
+    @classmethod
+    def _launch(
+        cls,
+        record: AdapterRecord,
+        iface: Interface,
+        registry: Registry,
+        server: _Server,
+        set_link: Callable[[bool], None],
+        get_link: Callable[[], bool],
+        netns_fd: int | None,
+        cleanup: Callable[[], None],
+    ) -> LocalAdapter:
+        """The adapter object around a started interface, its loop running."""
         adapter = cls(
             record,
             iface,
@@ -385,63 +415,6 @@ class LocalAdapter:
             get_link=get_link,
             netns_fd=netns_fd,
             cleanup=cleanup,
-        )
-        adapter._start_loop()
-        return adapter
-
-    @classmethod
-    def _create_windows(
-        cls, name: str, tunnel_type: str, guid: uuid.UUID, registry: Registry
-    ) -> LocalAdapter:
-        from wgpy.nt import windows
-
-        with registry.locked():
-            ifname = registry.choose_ifname(name, lambda _n: False)
-            tun = windows.create_tun(ifname, tunnel_type, guid)
-            state = {"up": False}
-            iface: Interface | None = None
-            server: windows.NamedPipeUapiServer | None = None
-            try:
-                iface = Interface(
-                    tun, options=InterfaceOptions.from_environment(), is_link_up=lambda: state["up"]
-                )
-                iface.start()
-                server = windows.NamedPipeUapiServer(ifname, iface)
-                server.start()
-                _steal_name(registry, name)
-                record = AdapterRecord(
-                    name=name,
-                    ifname=ifname,
-                    ifindex=windows.tun_ifindex(tun),
-                    tunnel_type=tunnel_type,
-                    guid=str(guid),
-                    pid=os.getpid(),
-                    start_time=0,
-                    netns="",
-                    uapi=server.path,
-                )
-                registry.write(record)
-            except BaseException:
-                if server is not None:
-                    server.close()
-                if iface is not None:
-                    iface.close()
-                else:
-                    tun.close()
-                raise
-
-        def set_link(up: bool) -> None:
-            state["up"] = up
-
-        adapter = cls(
-            record,
-            iface,
-            registry,
-            server_close=server.close,
-            set_link=set_link,
-            get_link=lambda: state["up"],
-            netns_fd=None,
-            cleanup=lambda: None,
         )
         adapter._start_loop()
         return adapter
@@ -753,6 +726,42 @@ class _Server(Protocol):
     def start(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _start_adapter(
+    registry: Registry,
+    name: str,
+    tun: TunDevice,
+    make_iface: Callable[[], Interface],
+    make_server: Callable[[Interface], _Server],
+    cleanup: Callable[[], None],
+    describe: Callable[[str], AdapterRecord],
+) -> tuple[Interface, _Server, AdapterRecord]:
+    """Start the interface on an open ``tun`` and its UAPI server, take the
+    adapter name and write its registry entry (``describe`` builds it from
+    the server's UAPI path).  On any failure all of it is undone, the TUN
+    and ``cleanup`` included, and the error re-raised.  Call under the
+    registry lock."""
+    iface: Interface | None = None
+    server: _Server | None = None
+    try:
+        iface = make_iface()
+        iface.start()
+        server = make_server(iface)
+        server.start()
+        _steal_name(registry, name)
+        entry = describe(server.path)
+        registry.write(entry)
+    except BaseException:
+        if server is not None:
+            server.close()
+        if iface is not None:
+            iface.close()
+        else:
+            tun.close()
+        cleanup()
+        raise
+    return iface, server, entry
 
 
 def _user_uapi_server(ifname: str, iface: Interface) -> _Server:
