@@ -35,6 +35,7 @@ from enum import IntEnum
 from typing import Any, Final
 
 from ..constants import DEFAULT_MTU, IO_BATCH_SIZE
+from ..win32 import MAX_ADAPTER_NAME, ErrorCode
 from .base import TunClosed
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "SendBuffer",
     "WintunAdapter",
     "WintunError",
-    "WintunErrorCode",
     "WintunLibrary",
     "WintunLogLevel",
     "WintunRingFull",
@@ -60,26 +60,8 @@ WINTUN_MAX_RING_CAPACITY: Final = 0x4000000  # 64 MiB
 WINTUN_MAX_IP_PACKET_SIZE: Final = 0xFFFF
 #: Ring capacity wireguard-go uses (8 MiB).
 DEFAULT_RING_CAPACITY: Final = 0x800000
-#: IfType of Wintun adapters (IF_TYPE_PROP_VIRTUAL), the top 16 bits of the LUID.
-IF_TYPE_PROP_VIRTUAL: Final = 53
-#: Longest name Wintun accepts, in UTF-16 code units (MAX_ADAPTER_NAME - 1).
-MAX_NAME_UNITS: Final = 127
-
-
-class WintunErrorCode(IntEnum):
-    """The Win32 error codes this module interprets (same values as wgpy.nt.abi)."""
-
-    ERROR_SUCCESS = 0
-    ERROR_FILE_NOT_FOUND = 2
-    ERROR_INVALID_HANDLE = 6
-    ERROR_INVALID_DATA = 13
-    ERROR_HANDLE_EOF = 38
-    ERROR_INVALID_PARAMETER = 87
-    ERROR_BUFFER_OVERFLOW = 111
-    ERROR_ALREADY_EXISTS = 183
-    ERROR_NO_MORE_ITEMS = 259
-    ERROR_NOT_FOUND = 1168
-    ERROR_ALREADY_INITIALIZED = 1247
+#: Longest name Wintun accepts, in UTF-16 code units.
+MAX_NAME_UNITS: Final = MAX_ADAPTER_NAME - 1
 
 
 class WintunLogLevel(IntEnum):
@@ -97,7 +79,7 @@ class WintunError(Exception):
         self.function = function
         self.error_code = error_code
         try:
-            name = WintunErrorCode(error_code).name
+            name = ErrorCode(error_code).name
         except ValueError:
             name = f"error 0x{error_code:08X}"
         text = f"{function} failed: {name} ({error_code})"
@@ -537,12 +519,12 @@ class WintunSession:
             size = self._size.value
         if address:
             if size > WINTUN_MAX_IP_PACKET_SIZE:
-                raise WintunError("WintunReceivePacket", WintunErrorCode.ERROR_INVALID_DATA)
+                raise WintunError("WintunReceivePacket", ErrorCode.ERROR_INVALID_DATA)
             return ReceivedPacket(self, int(address), size)
         code = self.library.last_error()
-        if code == WintunErrorCode.ERROR_NO_MORE_ITEMS:
+        if code == ErrorCode.ERROR_NO_MORE_ITEMS:
             return None
-        if code == WintunErrorCode.ERROR_HANDLE_EOF:
+        if code == ErrorCode.ERROR_HANDLE_EOF:
             raise TunClosed(f"Wintun adapter {self.adapter.name!r} is terminating")
         raise WintunError("WintunReceivePacket", code)
 
@@ -581,9 +563,9 @@ class WintunSession:
         if address:
             return SendBuffer(self, int(address), size)
         code = self.library.last_error()
-        if code == WintunErrorCode.ERROR_BUFFER_OVERFLOW:
+        if code == ErrorCode.ERROR_BUFFER_OVERFLOW:
             raise WintunRingFull("WintunAllocateSendPacket", code)
-        if code == WintunErrorCode.ERROR_HANDLE_EOF:
+        if code == ErrorCode.ERROR_HANDLE_EOF:
             raise TunClosed(f"Wintun adapter {self.adapter.name!r} is terminating")
         raise WintunError("WintunAllocateSendPacket", code)
 
@@ -766,9 +748,9 @@ class WintunTun:
                 address = receive(handle, size_ref)
                 if not address:
                     code = library.last_error()
-                    if code == WintunErrorCode.ERROR_NO_MORE_ITEMS:
+                    if code == ErrorCode.ERROR_NO_MORE_ITEMS:
                         break
-                    if code == WintunErrorCode.ERROR_HANDLE_EOF:
+                    if code == ErrorCode.ERROR_HANDLE_EOF:
                         self._gone = True
                         if out:
                             break
@@ -778,7 +760,7 @@ class WintunTun:
                 n = size.value
                 if n > WINTUN_MAX_IP_PACKET_SIZE:  # cannot happen with a sane DLL
                     self._count("read_invalid_size")
-                    raise WintunError("WintunReceivePacket", WintunErrorCode.ERROR_INVALID_DATA)
+                    raise WintunError("WintunReceivePacket", ErrorCode.ERROR_INVALID_DATA)
                 out.append(string_at(address, n))
                 release(handle, address)
         finally:
@@ -806,10 +788,10 @@ class WintunTun:
                 address = allocate(handle, n)
                 if not address:
                     code = library.last_error()
-                    if code == WintunErrorCode.ERROR_BUFFER_OVERFLOW:
+                    if code == ErrorCode.ERROR_BUFFER_OVERFLOW:
                         self._count("write_ring_full")
                         continue
-                    if code == WintunErrorCode.ERROR_HANDLE_EOF:
+                    if code == ErrorCode.ERROR_HANDLE_EOF:
                         self._gone = True
                         raise TunClosed(f"Wintun adapter {self.name!r} is terminating")
                     self._count(f"write_error_{code}")
