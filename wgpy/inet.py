@@ -25,6 +25,7 @@ __all__ = [
     "IP6_HEADER_LEN",
     "PROTO_ICMP",
     "PROTO_ICMP6",
+    "PROTO_TCP",
     "PROTO_UDP",
     "UDP_HEADER_LEN",
     "Echo",
@@ -55,6 +56,7 @@ IP4_HEADER_LEN: Final = 20
 IP6_HEADER_LEN: Final = 40
 UDP_HEADER_LEN: Final = 8
 PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
 PROTO_UDP: Final = 17
 PROTO_ICMP6: Final = 58
 _ICMP_HEADER_LEN: Final = 8

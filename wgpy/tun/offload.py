@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from wgpy.inet import checksum, ones_sum
+from wgpy.inet import PROTO_TCP, PROTO_UDP, checksum, ones_sum
 
 _numpy: Any
 try:  # Optional accelerator: numpy is not a dependency of wgpy.
@@ -80,8 +80,8 @@ VNET_HDR_LEN: Final = _VNET.size
 #: Header for a packet that needs nothing from the kernel.
 ZERO_VNET_HDR: Final = bytes(VNET_HDR_LEN)
 
-_TCP: Final = 6
-_UDP: Final = 17
+_TCP: Final = PROTO_TCP
+_UDP: Final = PROTO_UDP
 _FIN: Final = 0x01
 _PSH: Final = 0x08
 _ACK: Final = 0x10
