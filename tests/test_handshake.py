@@ -11,7 +11,7 @@ import pytest
 from simutil import A4, B4, kinds
 from test_primitives import LOW_ORDER_POINTS
 
-from wgpy.device import Device
+from wgpy.device import Device, Stat
 from wgpy.endpoint import Endpoint
 from wgpy.noise.cookie import mac1_key
 from wgpy.noise.handshake import (
@@ -143,9 +143,16 @@ def test_device_ignores_forged_responses_then_completes() -> None:
     bad_mac1 = bytearray(response)
     bad_mac1[60] ^= 1
     bad_aead = with_mac1(response[:12] + os.urandom(32) + response[44:60])
-    for forged in (bytes(wrong_index), bytes(bad_mac1), bad_aead):
+    for forged, reason in (
+        # A valid mac1 over the changed index, so the index lookup is what refuses it.
+        (with_mac1(bytes(wrong_index[:60])), Stat.RX_DROPPED_UNKNOWN_INDEX),
+        (bytes(bad_mac1), Stat.RX_DROPPED_MAC1),
+        (bad_aead, Stat.RX_DROPPED_RESPONSE),
+    ):
+        before = dict(a.device.stats)
         out = a.device.receive([(forged, dst)], c.now, c.wall_ns)
         assert out.datagrams == []
+        assert _moved(before, a.device.stats) == {reason: 1}
     pa = a.device.peers[0]
     assert pa.handshake.state == HandshakeState.CREATED_INITIATION
     out = a.device.receive([(response, dst)], c.now, c.wall_ns)
@@ -195,6 +202,22 @@ def _fault_cases() -> dict[str, Callable[[bytes, bytes], bytes]]:
     }
 
 
+#: The drop counter each fault must move (and no other).
+_FAULT_REASONS = {
+    "too_short": Stat.RX_DROPPED_FRAMING,
+    "too_long": Stat.RX_DROPPED_FRAMING,
+    "mac1_flipped": Stat.RX_DROPPED_MAC1,
+    "zero_ephemeral": Stat.RX_DROPPED_INITIATION,
+    "zero_encrypted_static": Stat.RX_DROPPED_INITIATION,
+    "zero_encrypted_timestamp": Stat.RX_DROPPED_INITIATION,
+}
+
+
+def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The counters that changed, by how much."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
 @pytest.mark.parametrize("fault", list(_fault_cases()))
 def test_injected_fault_initiations_get_no_reply(fault: str) -> None:
     net, a, b = make_pair()
@@ -204,8 +227,10 @@ def test_injected_fault_initiations_get_no_reply(fault: str) -> None:
     assert b.device.public_key is not None
     bad = _fault_cases()[fault](initiation, mac1_key(b.device.public_key))
     c = net.clock
+    before = dict(b.device.stats)
     assert b.device.receive([(bad, src)], c.now, c.wall_ns).datagrams == []
     assert b.device.peers[0].handshake.state == HandshakeState.ZEROED
+    assert _moved(before, b.device.stats) == {_FAULT_REASONS[fault]: 1}
 
 
 def test_initiation_from_unknown_static_key_gets_no_reply() -> None:
