@@ -187,6 +187,38 @@ def test_same_packet_twice_in_one_batch_is_delivered_once() -> None:
     assert len(b.delivered) == n + 1
 
 
+def test_runs_of_consecutive_counters_accept_each_counter_once() -> None:
+    # The receive path accepts a run of consecutive counters with one window
+    # update at its end: replays inside the run, right after it, in the next
+    # batch, and a forgery in the middle must all be judged as one by one.
+    net, a, b = established()
+    c = net.clock
+    out = a.device.send([ipv4_packet(A4, B4, b"r%d" % i) for i in range(12)], c.now, c.wall_ns)
+    dgs = [(data, a.address) for data, _ in out.datagrams]
+    forged = bytearray(dgs[7][0])
+    forged[-1] ^= 1
+    stats = b.device.stats
+    n = len(b.delivered)
+    first = [*dgs[:3], dgs[1], *dgs[3:6], (bytes(forged), a.address), *dgs[6:7], dgs[0], dgs[6]]
+    net.collect(b, b.device.receive(first, c.now, c.wall_ns))
+    # Fresh: 0..6; replays: 1, 0, 6; the forgery fails authentication.
+    assert stats["rx_dropped_replay"] == 3 and stats["rx_dropped_auth"] == 1
+    second = [*dgs[4:9], *dgs[9:]]
+    net.collect(b, b.device.receive(second, c.now, c.wall_ns))
+    # 4..6 were seen in the first batch; 7..11 are new.
+    assert stats["rx_dropped_replay"] == 6
+    got = [bytes(p[20:]) for p in b.delivered[n:]]
+    assert got == [b"r%d" % i for i in range(12)]
+    b.device.receive(dgs, c.now, c.wall_ns)
+    assert stats["rx_dropped_replay"] == 18 and len(b.delivered) == n + 12
+    # A late counter below the head starts no run: its successor, seen
+    # already, is still a replay.
+    out = a.device.send([ipv4_packet(A4, B4, b"s%d" % i) for i in range(4)], c.now, c.wall_ns)
+    e = [(data, a.address) for data, _ in out.datagrams]
+    net.collect(b, b.device.receive([e[0], e[2], e[3], e[1], e[2], e[3]], c.now, c.wall_ns))
+    assert stats["rx_dropped_replay"] == 20 and len(b.delivered) == n + 16
+
+
 def test_forged_counter_does_not_move_the_window() -> None:
     net, a, b = established()
     kp = b.device.peers[0].keypairs.current

@@ -221,3 +221,46 @@ def test_matches_naive_model(ops: list[tuple[str, Any]], limit: int) -> None:
             expected = model.validate(counter, limit)
             assert window.validate(counter, limit) is expected, counter
         assert window.greatest == (model.greatest if model.greatest >= 0 else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(st.one_of(_relative, _fill), max_size=40),
+    start=st.sampled_from([0, 1, 62, 63, 64, 65, 127, 8191, 8192, 100_000]),
+    length=st.one_of(st.integers(1, 200), st.sampled_from([8127, 8128, 8129, 8192, 8256, 20_000])),
+)
+def test_extend_equals_validating_the_run_one_by_one(
+    before: list[tuple[str, Any]], start: int, length: int
+) -> None:
+    # The receive path accepts the first counter of a consecutive run with
+    # validate() and the rest with one extend(): the window must end up
+    # accepting exactly what validating each counter in turn would.
+    window, model = ReplayWindow(), _Model()
+    window.validate(start)
+    model.validate(start, REJECT_AFTER_MESSAGES)
+    for kind, value in before:
+        head = max(model.greatest, 0)
+        offset, count = (value, 1) if kind == "rel" else value
+        for counter in range(head + offset, head + offset + count):
+            assert window.validate(counter) is model.validate(counter, REJECT_AFTER_MESSAGES)
+    first = model.greatest + 1
+    last = first + length - 1
+    assert window.validate(first)
+    window.extend(last)
+    for counter in range(first, last + 1):
+        assert model.validate(counter, REJECT_AFTER_MESSAGES)
+    assert window.head == model.greatest == last
+    # Every edge of what extend() wrote: the words at both ends of the run,
+    # the head word it shared with older counters, the window's lower edge.
+    probes = {*range(first - 70, first + 130), *range(last - 130, last + 70)}
+    probes |= set(range(last - W - 70, last - W + 130))
+    for counter in sorted(c for c in probes if c >= 0):
+        assert window.validate(counter) is model.validate(counter, REJECT_AFTER_MESSAGES), counter
+
+
+def test_extend_is_a_no_op_below_the_head_and_on_a_fresh_window() -> None:
+    window = ReplayWindow()
+    window.extend(10)
+    assert window.head == -1 and window.validate(3)
+    window.extend(2)
+    assert window.head == 3 and window.validate(2)

@@ -86,6 +86,7 @@ from wgpy.noise.messages import (
 from wgpy.noise.primitives import StaticKey
 from wgpy.peer import Peer
 from wgpy.ratelimiter import RateLimiter
+from wgpy.replay import ReplayWindow
 from wgpy.rng import Rng, SystemRng, random_fraction, random_u32
 from wgpy.timers import TimerAction
 
@@ -216,6 +217,11 @@ def _open_nothing(counter: int, ciphertext: memoryview) -> bytes | None:
 def _accept_nothing(counter: int) -> bool:
     """Placeholder replay check, the pair of :func:`_open_nothing`."""
     return False
+
+
+#: Placeholder window of the same loop: never validated, and extend() on a
+#: window that accepted nothing does nothing.
+_NO_WINDOW: Final = ReplayWindow()
 
 
 class Device:
@@ -532,6 +538,12 @@ class Device:
         last_unconfirmed = False
         open_: Callable[[int, memoryview], bytes | None] = _open_nothing
         validate: Callable[[int], bool] = _accept_nothing
+        # Replay: after a counter that became the window's head, a run of the
+        # counters that follow it one by one is accepted without a window
+        # call each, and marked seen by one extend() when the run ends.
+        window = _NO_WINDOW
+        run_next = -1  # the counter that would continue the run
+        run_end = -1  # the run's last counter not yet marked, or -1
         for data, source in datagrams:
             try:
                 n = len(data)
@@ -552,8 +564,13 @@ class Device:
                     continue
                 peer = entry[0]
                 if kp is not last_kp:
+                    if run_end >= 0:
+                        window.extend(run_end)
+                        run_end = -1
                     last_kp, last_kp_live = kp, not kp.expired(now)
-                    open_, validate = kp.open, kp.replay.validate
+                    window = kp.replay
+                    open_, validate = kp.open, window.validate
+                    run_next = -1
                     last_unconfirmed = kp is peer.keypairs.next
                 if not last_kp_live or counter >= REJECT_AFTER_MESSAGES:
                     stats[Stat.RX_DROPPED_EXPIRED] += 1
@@ -563,9 +580,17 @@ class Device:
                     stats[Stat.RX_DROPPED_AUTH] += 1
                     continue
                 # Only now, after authentication, may the counter touch the window.
-                if not validate(counter):
-                    stats[Stat.RX_DROPPED_REPLAY] += 1
-                    continue
+                if counter == run_next:
+                    run_end = counter
+                    run_next = counter + 1
+                else:
+                    if run_end >= 0:
+                        window.extend(run_end)
+                        run_end = -1
+                    if not validate(counter):
+                        stats[Stat.RX_DROPPED_REPLAY] += 1
+                        continue
+                    run_next = counter + 1 if counter == window.head else -1
                 # Roaming: the endpoint follows authenticated packets, even
                 # ones the source filter below drops (as netns.sh asserts).
                 heard[peer] = source
@@ -606,6 +631,8 @@ class Device:
             except Exception:  # a bug must never stop the engine on remote input
                 stats[Stat.RX_DROPPED_INTERNAL_ERROR] += 1
                 log.exception("internal error while processing a datagram")
+        if run_end >= 0:
+            window.extend(run_end)
         for peer, source in heard.items():
             if peer.removed:
                 continue

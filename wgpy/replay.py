@@ -88,6 +88,37 @@ class ReplayWindow:
         ring[slot] = word | bit
         return True
 
+    def extend(self, last: int) -> None:
+        """Accept every counter after the greatest up to ``last``, as calls
+        of :meth:`validate` in increasing order would (each is fresh: it lies
+        above the head).  The receive path defers a run of consecutive
+        counters that authenticated to this one call; the caller has checked
+        each against the limit.  Nothing happens when ``last`` is not above
+        the greatest or nothing was accepted yet."""
+        greatest = self._greatest
+        if last <= greatest or greatest < 0:
+            return
+        ring = self._ring
+        lo, hi = (greatest + 1) >> _WORD_SHIFT, last >> _WORD_SHIFT
+        head = greatest >> _WORD_SHIFT
+        # Only the newest _RING_WORDS words survive; older ones would be reused.
+        for word in range(max(lo, hi - _RING_WORDS + 1), hi + 1):
+            base = word << _WORD_SHIFT
+            start = greatest + 1 - base if word == lo else 0
+            end = last - base if word == hi else _WORD_MASK
+            bits = ((1 << (end - start + 1)) - 1) << start
+            if word == head:
+                ring[word & _RING_MASK] |= bits
+            else:
+                ring[word & _RING_MASK] = bits
+        self._greatest = last
+
+    @property
+    def head(self) -> int:
+        """The greatest counter accepted so far, or -1 (the hot path's
+        form of :attr:`greatest`)."""
+        return self._greatest
+
     def reset(self) -> None:
         """Forget every counter, as for a fresh keypair."""
         self._ring[:] = _ZERO_RING
