@@ -249,7 +249,7 @@ def test_extend_equals_validating_the_run_one_by_one(
     window.extend(last)
     for counter in range(first, last + 1):
         assert model.validate(counter, REJECT_AFTER_MESSAGES)
-    assert window.head == model.greatest == last
+    assert window.greatest == model.greatest == last
     # Every edge of what extend() wrote: the words at both ends of the run,
     # the head word it shared with older counters, the window's lower edge.
     probes = {*range(first - 70, first + 130), *range(last - 130, last + 70)}
@@ -261,6 +261,6 @@ def test_extend_equals_validating_the_run_one_by_one(
 def test_extend_is_a_no_op_below_the_head_and_on_a_fresh_window() -> None:
     window = ReplayWindow()
     window.extend(10)
-    assert window.head == -1 and window.validate(3)
+    assert window.greatest is None and window.validate(3)
     window.extend(2)
-    assert window.head == 3 and window.validate(2)
+    assert window.greatest == 3 and window.validate(2)

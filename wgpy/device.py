@@ -590,7 +590,7 @@ class Device:
                     if not validate(counter):
                         stats[Stat.RX_DROPPED_REPLAY] += 1
                         continue
-                    run_next = counter + 1 if counter == window.head else -1
+                    run_next = counter + 1 if counter == window.greatest else -1
                 # Roaming: the endpoint follows authenticated packets, even
                 # ones the source filter below drops (as netns.sh asserts).
                 heard[peer] = source

@@ -113,12 +113,6 @@ class ReplayWindow:
                 ring[word & _RING_MASK] = bits
         self._greatest = last
 
-    @property
-    def head(self) -> int:
-        """The greatest counter accepted so far, or -1 (the hot path's
-        form of :attr:`greatest`)."""
-        return self._greatest
-
     def reset(self) -> None:
         """Forget every counter, as for a fresh keypair."""
         self._ring[:] = _ZERO_RING
